@@ -1,0 +1,210 @@
+//! What the portal shows of its hypervisor hosts and their GPUs.
+//!
+//! These types are the JSON of `/api/v1/hosts` and `/api/v1/gpus` and what the hosts page renders,
+//! so the browser, scripts and the server agree on one shape. The server functions at the bottom
+//! let the hydrated page read and refresh the inventory.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// A configured hypervisor host and how its last inventory pass went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostView {
+    /// The name given in the configuration.
+    pub name: String,
+    /// The libvirt URI.
+    pub uri: String,
+    /// `reachable`, `unreachable`, or `pending` before the first attempt.
+    pub state: HostState,
+    /// The host's own name, as libvirt last reported it.
+    pub hostname: Option<String>,
+    /// The hypervisor driver (`QEMU`, `Xen`, `TEST`).
+    pub driver: Option<String>,
+    /// libvirt's version on the host.
+    pub libvirt_version: Option<String>,
+    /// When the inventory last succeeded (UTC, RFC 3339).
+    pub last_refresh: Option<String>,
+    /// When the inventory was last attempted (UTC, RFC 3339).
+    pub last_attempt: Option<String>,
+    /// libvirt's message from the last failed attempt, while the host is unreachable.
+    pub error: Option<String>,
+    /// How many GPUs the host had at its last successful inventory.
+    pub gpu_count: usize,
+}
+
+/// Whether a host answered its last inventory pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostState {
+    /// Not attempted yet.
+    Pending,
+    /// The last attempt succeeded.
+    Reachable,
+    /// The last attempt failed; `error` says why. GPUs keep their last known state.
+    Unreachable,
+}
+
+impl HostState {
+    /// The word shown to people and used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Pending => "pending",
+            HostState::Reachable => "reachable",
+            HostState::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// A passthrough GPU on one host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuView {
+    /// The host's configured name.
+    pub host: String,
+    /// PCI address, `dddd:bb:ss.f`.
+    pub address: String,
+    /// libvirt's node-device name.
+    pub node_device: String,
+    /// PCI vendor id, `0x10de`.
+    pub vendor_id: String,
+    /// Vendor name.
+    pub vendor_name: String,
+    /// PCI device id, e.g. `0x2331`.
+    pub product_id: String,
+    /// Full product name from the PCI database.
+    pub product_name: String,
+    /// Short model name used in requests, e.g. `H100 PCIe`.
+    pub model: String,
+    /// PCI class code, e.g. `0x030200`.
+    pub class_code: String,
+    /// NUMA node, when the host reports one.
+    pub numa_node: Option<i64>,
+    /// PCIe link, when the host reports it.
+    pub link: Option<LinkView>,
+    /// Host driver bound at the last inventory, when known.
+    pub driver: Option<String>,
+    /// The IOMMU group and all of its members.
+    pub iommu_group: Option<IommuGroupView>,
+    /// Every function a VM receives with this GPU (the GPU first).
+    pub passthrough_functions: Vec<String>,
+    /// Whether it can be given to a VM now.
+    pub state: GpuState,
+    /// Why it is not available, when it is not.
+    pub state_reason: Option<String>,
+    /// When the GPU was last seen in an inventory (UTC, RFC 3339).
+    pub last_seen: String,
+}
+
+/// A PCIe link: negotiated and maximum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkView {
+    /// The negotiated link, e.g. `PCIe Gen5 x16`.
+    pub current: Option<String>,
+    /// The most the device supports.
+    pub max: Option<String>,
+    /// Negotiated speed per lane in GT/s.
+    pub speed_gts: Option<f64>,
+    /// Negotiated lane count.
+    pub width: Option<i64>,
+    /// True when the negotiated link is slower or narrower than the device supports.
+    pub degraded: bool,
+}
+
+/// An IOMMU group: the GPU and everything that must go to a VM with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IommuGroupView {
+    /// The group number on its host.
+    pub number: i64,
+    /// Every function of the group.
+    pub members: Vec<IommuMemberView>,
+}
+
+/// One function of an IOMMU group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IommuMemberView {
+    /// PCI address.
+    pub address: String,
+    /// Product name or class.
+    pub description: String,
+    /// Class label, e.g. `Audio device`.
+    pub class: String,
+    /// Bridges stay with the host.
+    pub is_bridge: bool,
+    /// A function of the GPU's own device (e.g. its audio function).
+    pub same_device: bool,
+}
+
+/// Whether a GPU can be given to a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GpuState {
+    /// Free and assignable.
+    Available,
+    /// Present but cannot be passed through (e.g. no IOMMU group).
+    Unassignable,
+    /// Its host did not answer the last inventory; this is the last known state.
+    HostUnreachable,
+    /// Not seen in the host's last inventory (removed, or fell off the bus).
+    Missing,
+}
+
+impl GpuState {
+    /// The word shown to people and used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GpuState::Available => "available",
+            GpuState::Unassignable => "unassignable",
+            GpuState::HostUnreachable => "host-unreachable",
+            GpuState::Missing => "missing",
+        }
+    }
+}
+
+/// Hosts and GPUs in one read, as the hosts page needs them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct InventoryView {
+    /// Every configured host, by name.
+    pub hosts: Vec<HostView>,
+    /// Every GPU known on those hosts, by host and address.
+    pub gpus: Vec<GpuView>,
+}
+
+/// Server-side access to the inventory, provided to server functions through context.
+#[cfg(feature = "ssr")]
+pub mod service {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use super::InventoryView;
+
+    /// A boxed future, so that the service can be a trait object.
+    pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+    /// What the UI needs from the server's inventory.
+    pub trait InventoryService: Send + Sync + 'static {
+        /// The stored inventory of every configured host.
+        fn snapshot(&self) -> BoxFuture<'_, Result<InventoryView, String>>;
+        /// Asks every host for a fresh inventory now and waits until all have answered or failed.
+        fn refresh(&self) -> BoxFuture<'_, Result<(), String>>;
+    }
+
+    /// The handle placed in context.
+    #[derive(Clone)]
+    pub struct Inventory(pub Arc<dyn InventoryService>);
+}
+
+/// Reads the inventory of every host.
+#[server]
+pub async fn load_inventory() -> Result<InventoryView, ServerFnError> {
+    let service = use_context::<service::Inventory>()
+        .ok_or_else(|| ServerFnError::new("inventory service missing from context"))?;
+    service.0.snapshot().await.map_err(ServerFnError::new)
+}
+
+/// Refreshes every host's inventory now.
+#[server]
+pub async fn refresh_inventory() -> Result<(), ServerFnError> {
+    let service = use_context::<service::Inventory>()
+        .ok_or_else(|| ServerFnError::new("inventory service missing from context"))?;
+    service.0.refresh().await.map_err(ServerFnError::new)
+}

@@ -1,0 +1,61 @@
+//! Passage's web UI.
+//!
+//! One crate for both sides: with `ssr` the server renders pages to HTML; with `hydrate` the same
+//! components, compiled to WebAssembly, take over those pages in the browser.
+
+pub mod inventory;
+mod pages;
+
+use leptos::prelude::*;
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_router::components::{A, Route, Router, Routes};
+use leptos_router::path;
+
+/// The HTML document around every page.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+/// The portal: navigation and routes.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="passage" href="/pkg/passage.css"/>
+        <Title text="Passage"/>
+        <Router>
+            <header class="topbar">
+                <A href="/" attr:class="brand">"Passage"</A>
+                <nav>
+                    <A href="/">"Hosts & GPUs"</A>
+                </nav>
+            </header>
+            <main>
+                <Routes fallback=|| view! { <p class="notice">"No such page."</p> }>
+                    <Route path=path!("/") view=pages::hosts::HostsPage/>
+                </Routes>
+            </main>
+        </Router>
+    }
+}
+
+/// Entry point of the browser build: hydrates the server-rendered page.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(App);
+}

@@ -1,0 +1,251 @@
+//! One long-lived libvirt connection per hypervisor host.
+//!
+//! libvirt calls block, so each runs on tokio's blocking pool, never on the async runtime. A host
+//! holds at most one call in flight; a call that hangs (a dead remote host) is abandoned after a
+//! timeout and later calls report that instead of piling up threads. A lost connection is closed
+//! and reopened on the next call, so a host that comes back is picked up by the next refresh.
+//! The test driver keeps its state per connection, which is another reason to hold one open.
+
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use virt::connect::Connect;
+use virt::error::{Error as VirtError, ErrorDomain, ErrorNumber};
+
+use crate::HypervisorError;
+use crate::pci::PciDevice;
+
+/// What a host reported in one inventory pass.
+#[derive(Debug, Clone)]
+pub struct HostInventory {
+    /// The host's name as libvirt reports it.
+    pub hostname: String,
+    /// The hypervisor driver behind the URI (`QEMU`, `Xen`, `TEST`, ...).
+    pub driver: String,
+    /// The libvirt library version on the host, as `major.minor.micro`.
+    pub libvirt_version: String,
+    /// Every PCI function on the host.
+    pub devices: Vec<PciDevice>,
+}
+
+/// A hypervisor host reached through one libvirt URI.
+#[derive(Debug, Clone)]
+pub struct LibvirtHost {
+    uri: String,
+    call_timeout: Duration,
+    connection: Arc<Mutex<Option<Connection>>>,
+}
+
+/// An open connection. libvirt's `Connect` does not close itself when dropped.
+#[derive(Debug)]
+struct Connection(Connect);
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.close() {
+            tracing::debug!(error = %e.message(), "closing a libvirt connection failed");
+        }
+    }
+}
+
+impl LibvirtHost {
+    /// A host at `uri`. Nothing is opened until the first call; `call_timeout` bounds each call,
+    /// including opening the connection.
+    pub fn new(uri: impl Into<String>, call_timeout: Duration) -> Result<Self, HypervisorError> {
+        let uri = uri.into();
+        validate_uri(&uri)?;
+        Ok(LibvirtHost {
+            uri,
+            call_timeout,
+            connection: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The URI this host was configured with.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// Reads the host's identity and all of its PCI functions.
+    pub async fn inventory(&self) -> Result<HostInventory, HypervisorError> {
+        self.with_connection(|uri, conn| {
+            let hostname = conn
+                .get_hostname()
+                .map_err(|e| call_error(uri, "virConnectGetHostname", e))?;
+            let driver = conn
+                .get_type()
+                .map_err(|e| call_error(uri, "virConnectGetType", e))?;
+            let version = conn
+                .get_lib_version()
+                .map_err(|e| call_error(uri, "virConnectGetLibVersion", e))?;
+            let nodes = conn
+                .list_all_node_devices(virt::sys::VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV)
+                .map_err(|e| call_error(uri, "virConnectListAllNodeDevices", e))?;
+            let mut devices = Vec::with_capacity(nodes.len());
+            for node in nodes {
+                let xml = node
+                    .get_xml_desc(0)
+                    .map_err(|e| call_error(uri, "virNodeDeviceGetXMLDesc", e))?;
+                if let Some(device) = PciDevice::from_node_device_xml(&xml)? {
+                    devices.push(device);
+                }
+            }
+            devices.sort_by_key(|d| d.address);
+            Ok(HostInventory {
+                hostname,
+                driver,
+                libvirt_version: format!(
+                    "{}.{}.{}",
+                    version / 1_000_000,
+                    version / 1_000 % 1_000,
+                    version % 1_000
+                ),
+                devices,
+            })
+        })
+        .await
+    }
+
+    /// Closes the connection now (it is reopened by the next call).
+    pub async fn disconnect(&self) {
+        let mut guard = self.connection.lock().await;
+        if let Some(connection) = guard.take() {
+            // Closing talks to the daemon: keep it off the async runtime as well.
+            let _ = tokio::task::spawn_blocking(move || drop(connection)).await;
+        }
+    }
+
+    /// Runs `call` on the blocking pool with an open connection, opening one first when needed.
+    async fn with_connection<T, F>(&self, call: F) -> Result<T, HypervisorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&str, &Connect) -> Result<T, HypervisorError> + Send + 'static,
+    {
+        let timeout = || HypervisorError::Timeout {
+            uri: self.uri.clone(),
+            seconds: self.call_timeout.as_secs().max(1),
+        };
+        let mut guard = tokio::time::timeout(self.call_timeout, self.connection.clone().lock_owned())
+            .await
+            .map_err(|_| timeout())?;
+        let uri = self.uri.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            silence_libvirt_stderr();
+            if guard.as_ref().is_some_and(|c| !c.0.is_alive().unwrap_or(false)) {
+                *guard = None;
+            }
+            if guard.is_none() {
+                let conn = Connect::open(Some(&uri)).map_err(|e| HypervisorError::Connect {
+                    uri: uri.clone(),
+                    message: e.message().to_string(),
+                })?;
+                *guard = Some(Connection(conn));
+            }
+            let connection = guard.as_ref().map(|c| &c.0).expect("opened above");
+            let result = call(&uri, connection);
+            if let Err(e) = &result
+                && e.is_transient()
+            {
+                *guard = None;
+            }
+            result
+        });
+        match tokio::time::timeout(self.call_timeout, task).await {
+            Err(_) => Err(timeout()),
+            Ok(Err(join)) => Err(HypervisorError::Worker {
+                uri: self.uri.clone(),
+                reason: join.to_string(),
+            }),
+            Ok(Ok(result)) => result,
+        }
+    }
+}
+
+fn call_error(uri: &str, call: &'static str, e: VirtError) -> HypervisorError {
+    let connection_lost = matches!(
+        e.code(),
+        ErrorNumber::NoConnect | ErrorNumber::InvalidConn | ErrorNumber::SystemError
+    ) || matches!(e.domain(), ErrorDomain::Rpc);
+    HypervisorError::Call {
+        uri: uri.to_string(),
+        call,
+        message: e.message().to_string(),
+        connection_lost,
+    }
+}
+
+/// Refuses URIs that libvirt cannot be handed at all; everything else is libvirt's to judge.
+fn validate_uri(uri: &str) -> Result<(), HypervisorError> {
+    let invalid = |reason: &str| HypervisorError::InvalidUri {
+        uri: uri.to_string(),
+        reason: reason.to_string(),
+    };
+    if uri.contains('\0') {
+        return Err(invalid("contains a NUL byte"));
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Err(invalid("expected driver[+transport]://[host]/path, e.g. qemu:///system"));
+    };
+    if scheme.is_empty() || !rest.starts_with("//") {
+        return Err(invalid("expected driver[+transport]://[host]/path, e.g. qemu:///system"));
+    }
+    if scheme == "test" && !rest.starts_with("///") {
+        return Err(invalid(
+            "the test driver takes no host: test:///default or test:///abs/path/host.xml",
+        ));
+    }
+    Ok(())
+}
+
+/// libvirt prints every error on stderr unless told not to; the portal reports them itself.
+fn silence_libvirt_stderr() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(virt::error::clear_error_callback);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_libvirt_cannot_take_are_refused_up_front() {
+        for bad in ["", "qemu", "qemu:/system", "test://relative/host.xml", "qemu:///sys\0tem"] {
+            assert!(
+                matches!(
+                    LibvirtHost::new(bad, Duration::from_secs(1)),
+                    Err(HypervisorError::InvalidUri { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "qemu:///system",
+            "xen:///system",
+            "qemu+ssh://root@gpu-01/system",
+            "test:///default",
+            "test:///srv/passage/host.xml",
+        ] {
+            assert!(LibvirtHost::new(good, Duration::from_secs(1)).is_ok(), "{good}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_test_host_is_inventoried() {
+        let host = LibvirtHost::new("test:///default", Duration::from_secs(10)).unwrap();
+        let inventory = host.inventory().await.unwrap();
+        assert_eq!(inventory.driver, "TEST");
+        assert!(!inventory.libvirt_version.is_empty());
+        host.disconnect().await;
+    }
+
+    #[tokio::test]
+    async fn a_missing_host_file_is_a_connect_error_with_libvirts_message() {
+        let host =
+            LibvirtHost::new("test:///nonexistent/passage/host.xml", Duration::from_secs(10)).unwrap();
+        let err = host.inventory().await.unwrap_err();
+        assert!(matches!(err, HypervisorError::Connect { .. }), "{err:?}");
+        assert!(err.is_transient());
+        assert!(err.to_string().contains("/nonexistent/passage/host.xml"), "{err}");
+    }
+}

@@ -1,0 +1,16 @@
+//! Passage's seam to libvirt.
+//!
+//! Everything the portal knows about a hypervisor host comes through this crate: a long-lived
+//! connection per host ([`LibvirtHost`]), the host's PCI functions ([`PciDevice`]) and which of
+//! them are passthrough GPUs with their IOMMU groups ([`Gpu`]). libvirt's test driver stands in
+//! for real hosts in tests and in the default configuration.
+
+mod error;
+pub mod gpu;
+mod host;
+pub mod pci;
+
+pub use error::HypervisorError;
+pub use gpu::{Assignability, Gpu, IommuGroup, IommuMember, classify, is_nvidia_gpu};
+pub use host::{HostInventory, LibvirtHost};
+pub use pci::{PciAddress, PciDevice, PcieLink};

@@ -1,0 +1,413 @@
+//! The server's configuration: built-in defaults, then a TOML file, then `PASSAGE_*` variables.
+//!
+//! With no file and no variables the portal runs on a SQLite file under `./passage-data` and the
+//! bundled simulated host, so a first start needs nothing. Every error names where the bad value
+//! came from: the file, line and key, or the variable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Name of the simulated host in the default configuration.
+pub const SIMULATED_HOST_NAME: &str = "simulated";
+/// A host URI that stands for the bundled simulated host file, written into the data directory.
+pub const SIMULATED_HOST_URI: &str = "simulated";
+
+/// Configuration errors, each naming its source.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has a key or value the server does not know.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// An environment variable has a value that does not parse.
+    #[error("environment variable {name}={value:?}: {message}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The values parse but do not make sense together.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key, as written in the file (e.g. `hosts[1].uri`).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The configuration file's shape. Unknown keys are errors, so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<String>,
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    site_dir: Option<PathBuf>,
+    log: Option<String>,
+    inventory: Option<InventoryFile>,
+    hosts: Option<Vec<HostConfig>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventoryFile {
+    refresh_secs: Option<u64>,
+    call_timeout_secs: Option<u64>,
+}
+
+/// A hypervisor host: a name for people and a libvirt URI.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Unique name shown in the UI and API.
+    pub name: String,
+    /// A libvirt URI (`qemu:///system`, `qemu+ssh://root@host/system`, `xen:///system`,
+    /// `test:///abs/path/host.xml`), or `simulated` for the bundled simulated host.
+    pub uri: String,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// `sqlite://...` or `postgres://...`.
+    pub database_url: String,
+    /// Where the server keeps its files (the SQLite database by default, the simulated host file).
+    pub data_dir: PathBuf,
+    /// Where the compiled browser assets are (`pkg/passage.js`, `pkg/passage_bg.wasm`, CSS).
+    pub site_dir: PathBuf,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `passage=debug,info`.
+    pub log: String,
+    /// How often every host's inventory is refreshed.
+    pub inventory_refresh: Duration,
+    /// Limit for one libvirt call, opening the connection included.
+    pub libvirt_call_timeout: Duration,
+    /// The hypervisor hosts.
+    pub hosts: Vec<HostConfig>,
+}
+
+impl Config {
+    /// Reads the file (if any) and the environment, and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                parse_file(path, &text)?
+            }
+            None => ConfigFile::default(),
+        };
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("PASSAGE_"))
+            .collect();
+        Config::resolve(file, &env)
+    }
+
+    fn resolve(file: ConfigFile, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let var = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let data_dir = var("PASSAGE_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("passage-data"));
+        let listen_text = var("PASSAGE_LISTEN")
+            .map(|v| (v, Some("PASSAGE_LISTEN")))
+            .or(file.listen.map(|v| (v, None)))
+            .unwrap_or_else(|| ("127.0.0.1:8080".into(), None));
+        let listen = listen_text.0.parse().map_err(|_| {
+            let message = "expected address:port, e.g. 127.0.0.1:8080 or [::]:8080".to_string();
+            match listen_text.1 {
+                Some(name) => ConfigError::Env {
+                    name: name.into(),
+                    value: listen_text.0.clone(),
+                    message,
+                },
+                None => ConfigError::Invalid {
+                    key: "listen".into(),
+                    message: format!("{:?}: {message}", listen_text.0),
+                },
+            }
+        })?;
+        let database_url = var("PASSAGE_DATABASE_URL")
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("passage.db").display()));
+        let seconds = |name: &str, from_file: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+            match var(name) {
+                Some(value) => value.parse::<u64>().map_err(|_| ConfigError::Env {
+                    name: name.into(),
+                    value: value.clone(),
+                    message: "expected a whole number of seconds".into(),
+                }),
+                None => Ok(from_file.unwrap_or(default)),
+            }
+        };
+        let inventory = file.inventory.unwrap_or_default();
+        let config = Config {
+            listen,
+            database_url,
+            site_dir: var("PASSAGE_SITE_DIR")
+                .map(PathBuf::from)
+                .or(file.site_dir)
+                .unwrap_or_else(default_site_dir),
+            log: var("PASSAGE_LOG").or(file.log).unwrap_or_else(|| "info".into()),
+            inventory_refresh: Duration::from_secs(seconds(
+                "PASSAGE_INVENTORY_REFRESH_SECS",
+                inventory.refresh_secs,
+                60,
+            )?),
+            libvirt_call_timeout: Duration::from_secs(seconds(
+                "PASSAGE_LIBVIRT_CALL_TIMEOUT_SECS",
+                inventory.call_timeout_secs,
+                30,
+            )?),
+            hosts: file.hosts.unwrap_or_else(|| {
+                vec![HostConfig {
+                    name: SIMULATED_HOST_NAME.into(),
+                    uri: SIMULATED_HOST_URI.into(),
+                }]
+            }),
+            data_dir,
+        };
+        for (name, _) in env {
+            if !KNOWN_VARIABLES.contains(&name.as_str()) && !name.starts_with("PASSAGE_TEST_") {
+                tracing::warn!(variable = %name, "unknown PASSAGE_ environment variable ignored");
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what parsing cannot: ranges, unique host names, supported database schemes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database_url",
+                format!(
+                    "{:?}: expected sqlite://path/to/file.db or postgres://user@host/db",
+                    self.database_url
+                ),
+            ));
+        }
+        if self.inventory_refresh < Duration::from_secs(5) {
+            return Err(invalid(
+                "inventory.refresh_secs",
+                "must be at least 5 seconds".into(),
+            ));
+        }
+        if self.libvirt_call_timeout.is_zero() {
+            return Err(invalid(
+                "inventory.call_timeout_secs",
+                "must be at least 1 second".into(),
+            ));
+        }
+        for (i, host) in self.hosts.iter().enumerate() {
+            let name_ok = !host.name.is_empty()
+                && host.name.len() <= 64
+                && host
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+            if !name_ok {
+                return Err(invalid(
+                    &format!("hosts[{i}].name"),
+                    format!(
+                        "{:?}: use 1 to 64 letters, digits, '-', '_' or '.'",
+                        host.name
+                    ),
+                ));
+            }
+            if self.hosts[..i].iter().any(|h| h.name == host.name) {
+                return Err(invalid(
+                    &format!("hosts[{i}].name"),
+                    format!("{:?} is used by another host", host.name),
+                ));
+            }
+            if host.uri.trim().is_empty() {
+                return Err(invalid(&format!("hosts[{i}].uri"), "must not be empty".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The libvirt URI to open for a host: `simulated` becomes the bundled host file.
+    pub fn libvirt_uri(&self, host: &HostConfig) -> String {
+        if host.uri == SIMULATED_HOST_URI {
+            format!("test://{}", self.simulated_host_file().display())
+        } else {
+            host.uri.clone()
+        }
+    }
+
+    /// Where the bundled simulated host description is written at start-up.
+    pub fn simulated_host_file(&self) -> PathBuf {
+        absolute(&self.data_dir).join("simulated-host.xml")
+    }
+}
+
+const KNOWN_VARIABLES: &[&str] = &[
+    "PASSAGE_CONFIG",
+    "PASSAGE_LISTEN",
+    "PASSAGE_DATABASE_URL",
+    "PASSAGE_DATA_DIR",
+    "PASSAGE_SITE_DIR",
+    "PASSAGE_LOG",
+    "PASSAGE_INVENTORY_REFRESH_SECS",
+    "PASSAGE_LIBVIRT_CALL_TIMEOUT_SECS",
+];
+
+fn parse_file(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().to_string(),
+        }
+    })
+}
+
+/// The browser assets sit beside the build output: `target/site` for `target/debug/passage`.
+fn default_site_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().and_then(Path::parent).map(|p| p.join("site")))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| PathBuf::from("target/site"))
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let file = parse_file(Path::new("passage.toml"), text)?;
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::resolve(file, &env)
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = from("", &[]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database_url, "sqlite://passage-data/passage.db");
+        assert_eq!(config.hosts.len(), 1);
+        assert_eq!(config.hosts[0].uri, SIMULATED_HOST_URI);
+        assert!(config.libvirt_uri(&config.hosts[0]).starts_with("test:///"));
+        assert!(config.libvirt_uri(&config.hosts[0]).ends_with("passage-data/simulated-host.xml"));
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let config = from(
+            "listen = \"0.0.0.0:9000\"\ndatabase_url = \"sqlite://a.db\"\n",
+            &[("PASSAGE_LISTEN", "127.0.0.1:7000"), ("PASSAGE_DATABASE_URL", "postgres://p@db/passage")],
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(config.database_url, "postgres://p@db/passage");
+    }
+
+    #[test]
+    fn hosts_come_from_the_file() {
+        let config = from(
+            "[[hosts]]\nname = \"gpu-01\"\nuri = \"qemu+ssh://root@gpu-01/system\"\n\n[[hosts]]\nname = \"lab\"\nuri = \"test:///srv/lab.xml\"\n",
+            &[],
+        )
+        .unwrap();
+        let names: Vec<&str> = config.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, vec!["gpu-01", "lab"]);
+        assert_eq!(config.libvirt_uri(&config.hosts[1]), "test:///srv/lab.xml");
+        assert!(from("hosts = []\n", &[]).unwrap().hosts.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_key_names_file_line_and_key() {
+        let err = from("listen = \"127.0.0.1:1\"\n\n[inventory]\nrefresh_sec = 10\n", &[]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("passage.toml:4:"), "{text}");
+        assert!(text.contains("refresh_sec"), "{text}");
+    }
+
+    #[test]
+    fn malformed_toml_names_the_line() {
+        let err = from("listen = \"127.0.0.1:1\"\nhosts = [\n", &[]).unwrap_err();
+        assert!(err.to_string().starts_with("passage.toml:"), "{err}");
+        let err = from("listen = 8080\n", &[]).unwrap_err();
+        assert!(err.to_string().starts_with("passage.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key_or_variable() {
+        let err = from("", &[("PASSAGE_LISTEN", "localhost")]).unwrap_err();
+        assert!(err.to_string().contains("PASSAGE_LISTEN"), "{err}");
+        let err = from("listen = \"nope\"\n", &[]).unwrap_err();
+        assert!(err.to_string().starts_with("listen:"), "{err}");
+        let err = from("", &[("PASSAGE_INVENTORY_REFRESH_SECS", "soon")]).unwrap_err();
+        assert!(err.to_string().contains("PASSAGE_INVENTORY_REFRESH_SECS"), "{err}");
+        let err = from("database_url = \"mysql://x\"\n", &[]).unwrap_err();
+        assert!(err.to_string().starts_with("database_url:"), "{err}");
+        let err = from("[inventory]\nrefresh_secs = 1\n", &[]).unwrap_err();
+        assert!(err.to_string().starts_with("inventory.refresh_secs:"), "{err}");
+    }
+
+    #[test]
+    fn host_names_are_unique_and_plain() {
+        let twice = "[[hosts]]\nname = \"a\"\nuri = \"qemu:///system\"\n[[hosts]]\nname = \"a\"\nuri = \"xen:///system\"\n";
+        assert!(from(twice, &[]).unwrap_err().to_string().starts_with("hosts[1].name:"));
+        let odd = "[[hosts]]\nname = \"a b\"\nuri = \"qemu:///system\"\n";
+        assert!(from(odd, &[]).unwrap_err().to_string().starts_with("hosts[0].name:"));
+        let extra = "[[hosts]]\nname = \"a\"\nuri = \"qemu:///system\"\nport = 1\n";
+        let err = from(extra, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("passage.toml:4:") && err.contains("port"), "{err}");
+    }
+}

@@ -1,0 +1,177 @@
+//! Keeps the stored inventory in step with the hosts.
+//!
+//! Each configured host gets one [`LibvirtHost`] (one long-lived connection) and a background task
+//! that refreshes its inventory periodically. A host that fails is marked unreachable with
+//! libvirt's message and retried sooner, with backoff, without disturbing the other hosts.
+//! A refresh can also be asked for on demand; it runs the same code under the same per-host lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use passage_app::inventory::InventoryView;
+use passage_app::inventory::service::{BoxFuture, InventoryService};
+use passage_hypervisor::{LibvirtHost, classify};
+use tokio::sync::Mutex;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Store, StoreError};
+
+/// The first retry of a failing host comes after this long, doubling up to the refresh period.
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+
+/// One configured host and its connection.
+#[derive(Debug)]
+struct HostEntry {
+    name: String,
+    host: LibvirtHost,
+    /// Serialises inventory passes of this host (periodic and on demand).
+    pass: Mutex<()>,
+}
+
+/// The inventory of every configured host.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    store: Store,
+    hosts: Arc<Vec<HostEntry>>,
+}
+
+/// How one host's inventory pass went.
+#[derive(Debug)]
+pub enum PassOutcome {
+    /// The host answered with this many GPUs.
+    Reachable {
+        /// GPUs found.
+        gpus: usize,
+    },
+    /// The host did not answer; the message is stored for admins.
+    Unreachable {
+        /// libvirt's message.
+        error: String,
+    },
+}
+
+impl Inventory {
+    /// An inventory over `hosts` (name and libvirt host), recording into `store`.
+    pub fn new(store: Store, hosts: Vec<(String, LibvirtHost)>) -> Inventory {
+        Inventory {
+            store,
+            hosts: Arc::new(
+                hosts
+                    .into_iter()
+                    .map(|(name, host)| HostEntry {
+                        name,
+                        host,
+                        pass: Mutex::new(()),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Refreshes one host now. A host that does not answer is recorded as unreachable; only a
+    /// database failure is an error.
+    pub async fn refresh_host(&self, index: usize) -> Result<PassOutcome, StoreError> {
+        let entry = &self.hosts[index];
+        let _pass = entry.pass.lock().await;
+        match entry.host.inventory().await {
+            Ok(inventory) => {
+                let gpus = classify(&inventory.devices);
+                self.store
+                    .record_inventory(&entry.name, &inventory, &gpus)
+                    .await?;
+                tracing::info!(
+                    host = %entry.name,
+                    devices = inventory.devices.len(),
+                    gpus = gpus.len(),
+                    "inventory refreshed"
+                );
+                Ok(PassOutcome::Reachable { gpus: gpus.len() })
+            }
+            Err(e) => {
+                let error = e.to_string();
+                tracing::warn!(host = %entry.name, error = %error, "host unreachable");
+                self.store.record_failure(&entry.name, &error).await?;
+                Ok(PassOutcome::Unreachable { error })
+            }
+        }
+    }
+
+    /// Refreshes every host at once and waits for all of them.
+    pub async fn refresh_all(&self) -> Result<(), StoreError> {
+        let mut passes = JoinSet::new();
+        for index in 0..self.hosts.len() {
+            let inventory = self.clone();
+            passes.spawn(async move { inventory.refresh_host(index).await });
+        }
+        let mut result = Ok(());
+        while let Some(joined) = passes.join_next().await {
+            match joined {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => result = Err(e),
+                Err(e) => tracing::error!(error = %e, "an inventory pass panicked"),
+            }
+        }
+        result
+    }
+
+    /// Starts one background task per host that refreshes it every `period` (sooner, with
+    /// backoff, while it fails) until `shutdown` is cancelled.
+    pub fn spawn_refresh_loops(&self, period: Duration, shutdown: CancellationToken) -> JoinSet<()> {
+        let mut tasks = JoinSet::new();
+        for index in 0..self.hosts.len() {
+            let inventory = self.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let mut retry = FIRST_RETRY;
+                loop {
+                    let wait = match inventory.refresh_host(index).await {
+                        Ok(PassOutcome::Reachable { .. }) => {
+                            retry = FIRST_RETRY;
+                            period
+                        }
+                        Ok(PassOutcome::Unreachable { .. }) => {
+                            let wait = retry.min(period);
+                            retry = (retry * 2).min(period);
+                            wait
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot record the inventory");
+                            period
+                        }
+                    };
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            });
+        }
+        tasks
+    }
+
+    /// Closes every host's connection.
+    pub async fn disconnect(&self) {
+        for entry in self.hosts.iter() {
+            entry.host.disconnect().await;
+        }
+    }
+
+    /// The stored inventory.
+    pub async fn view(&self) -> Result<InventoryView, StoreError> {
+        Ok(InventoryView {
+            hosts: self.store.hosts().await?,
+            gpus: self.store.gpus().await?,
+        })
+    }
+}
+
+impl InventoryService for Inventory {
+    fn snapshot(&self) -> BoxFuture<'_, Result<InventoryView, String>> {
+        Box::pin(async move { self.view().await.map_err(|e| e.to_string()) })
+    }
+
+    fn refresh(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move { self.refresh_all().await.map_err(|e| e.to_string()) })
+    }
+}

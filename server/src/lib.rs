@@ -1,0 +1,138 @@
+//! The Passage portal server: configuration, storage, inventory, the JSON API and the web UI.
+//!
+//! `main.rs` only parses the command line; everything a test needs to start a real server in
+//! process is here ([`Portal`]).
+
+pub mod api;
+pub mod config;
+pub mod inventory;
+pub mod store;
+mod web;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use leptos::config::LeptosOptions;
+use passage_hypervisor::LibvirtHost;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::inventory::Inventory;
+use crate::store::Store;
+
+/// The simulated host description shipped with the server.
+pub const SIMULATED_HOST_XML: &str = include_str!("../hosts/simulated-host.xml");
+
+/// What every request handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Leptos' settings (where the browser assets are).
+    pub leptos_options: LeptosOptions,
+    /// The database.
+    pub store: Store,
+    /// The hosts' inventory.
+    pub inventory: Inventory,
+}
+
+impl axum::extract::FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+/// A started portal: listening, migrated, refreshing its hosts.
+#[derive(Debug)]
+pub struct Portal {
+    /// The address it listens on (the real port when the configuration asked for port 0).
+    pub address: SocketAddr,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Portal {
+    /// Opens the database, connects the hosts, binds the listener and starts serving.
+    pub async fn start(config: Config) -> anyhow::Result<Portal> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create the data directory {}", config.data_dir.display())
+        })?;
+        if config.hosts.iter().any(|h| h.uri == config::SIMULATED_HOST_URI) {
+            let file = config.simulated_host_file();
+            std::fs::write(&file, SIMULATED_HOST_XML)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
+        let store = Store::open(&config.database_url).await?;
+        tracing::info!(database = %store::redact(&config.database_url), "database ready");
+
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|h| {
+                let uri = config.libvirt_uri(h);
+                LibvirtHost::new(uri, config.libvirt_call_timeout)
+                    .map(|host| (h.name.clone(), host))
+                    .with_context(|| format!("host {:?}", h.name))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        store
+            .sync_hosts(
+                &config
+                    .hosts
+                    .iter()
+                    .map(|h| (h.name.clone(), h.uri.clone()))
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+        let inventory = Inventory::new(store.clone(), hosts);
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let address = listener.local_addr()?;
+
+        let site = web::site_options(&config);
+        let state = AppState {
+            leptos_options: site,
+            store: store.clone(),
+            inventory: inventory.clone(),
+        };
+        let router = web::router(state);
+
+        let shutdown = CancellationToken::new();
+        // The first inventory runs in the background so that the portal answers at once.
+        let refreshers = inventory.spawn_refresh_loops(config.inventory_refresh, shutdown.clone());
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .context("the HTTP server failed")?;
+            refreshers.join_all().await;
+            inventory.disconnect().await;
+            store.close().await;
+            Ok(())
+        });
+        tracing::info!(url = %format!("http://{address}/"), "Passage is serving");
+        Ok(Portal {
+            address,
+            shutdown,
+            server,
+        })
+    }
+
+    /// Stops accepting requests, lets running ones finish, stops the inventory and closes the
+    /// database, waiting at most `grace`.
+    pub async fn shutdown(self, grace: Duration) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match tokio::time::timeout(grace, self.server).await {
+            Ok(joined) => joined.context("the server task failed")?,
+            Err(_) => anyhow::bail!("requests still running after {} s", grace.as_secs()),
+        }
+    }
+
+    /// Waits until the server stops by itself (it only does on an error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await.context("the server task failed")?
+    }
+}

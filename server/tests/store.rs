@@ -1,0 +1,131 @@
+//! The store on both of its databases: SQLite always, PostgreSQL when `PASSAGE_TEST_POSTGRES_URL`
+//! names a server where the test may create databases (the CI script starts one).
+
+mod common;
+
+use std::time::Duration;
+
+use passage_app::inventory::{GpuState, HostState};
+use passage_hypervisor::{LibvirtHost, classify};
+use passage_server::store::{Backend, Store};
+use sqlx::Connection;
+
+/// Runs `scenario` against a fresh SQLite file and, when configured, a fresh PostgreSQL database.
+async fn on_every_backend<F, Fut>(scenario: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    scenario(format!("sqlite://{}", dir.path().join("store.db").display())).await;
+
+    let Ok(admin_url) = std::env::var("PASSAGE_TEST_POSTGRES_URL") else {
+        println!("PostgreSQL part skipped: PASSAGE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!(
+        "passage_test_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    scenario(format!("{base}/{name}")).await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+async fn simulated_inventory() -> (passage_hypervisor::HostInventory, Vec<passage_hypervisor::Gpu>) {
+    let uri = format!("test://{}", common::simulated_host_file().display());
+    let host = LibvirtHost::new(uri, Duration::from_secs(10)).unwrap();
+    let inventory = host.inventory().await.unwrap();
+    host.disconnect().await;
+    let gpus = classify(&inventory.devices);
+    (inventory, gpus)
+}
+
+#[tokio::test]
+async fn inventories_are_recorded_listed_and_aged() {
+    on_every_backend(|url| async move {
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(
+            store.backend(),
+            if url.starts_with("sqlite") { Backend::Sqlite } else { Backend::Postgres }
+        );
+        store
+            .sync_hosts(&[("a".into(), "simulated".into()), ("b".into(), "qemu:///system".into())])
+            .await
+            .unwrap();
+        let hosts = store.hosts().await.unwrap();
+        assert!(hosts.iter().all(|h| h.state == HostState::Pending && h.gpu_count == 0));
+
+        let (inventory, gpus) = simulated_inventory().await;
+        store.record_inventory("a", &inventory, &gpus).await.unwrap();
+        store.record_failure("b", "cannot connect: refused").await.unwrap();
+        let hosts = store.hosts().await.unwrap();
+        assert_eq!((hosts[0].state, hosts[0].gpu_count), (HostState::Reachable, 8));
+        assert_eq!(hosts[1].state, HostState::Unreachable);
+        assert_eq!(hosts[1].error.as_deref(), Some("cannot connect: refused"));
+
+        let listed = store.gpus().await.unwrap();
+        assert_eq!(listed.len(), 8);
+        let ada = listed.iter().find(|g| g.address == "0000:e3:00.0").unwrap();
+        let members: Vec<(&str, &str, bool)> = ada
+            .iommu_group
+            .as_ref()
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| (m.address.as_str(), m.class.as_str(), m.same_device))
+            .collect();
+        assert_eq!(
+            members,
+            vec![("0000:e3:00.0", "VGA controller", true), ("0000:e3:00.1", "Audio device", true)]
+        );
+        assert_eq!(ada.link.as_ref().unwrap().current.as_deref(), Some("PCIe Gen4 x16"));
+
+        // Recording the same inventory again changes nothing but the times.
+        store.record_inventory("a", &inventory, &gpus).await.unwrap();
+        assert_eq!(store.gpus().await.unwrap().len(), 8);
+
+        // A GPU that disappears is kept as missing; the others stay available.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        store.record_inventory("a", &inventory, &gpus[1..]).await.unwrap();
+        let listed = store.gpus().await.unwrap();
+        let states: Vec<GpuState> = listed.iter().map(|g| g.state).collect();
+        assert_eq!(states[0], GpuState::Missing);
+        assert!(states[1..].iter().all(|s| *s == GpuState::Available));
+        assert_eq!(store.hosts().await.unwrap()[0].gpu_count, 7);
+
+        // The host fails: its GPUs keep their record and say so.
+        store.record_failure("a", "gone").await.unwrap();
+        assert!(store.gpus().await.unwrap()[1..].iter().all(|g| g.state == GpuState::HostUnreachable));
+
+        // A host that leaves the configuration is no longer listed, and comes back with its data.
+        store.sync_hosts(&[("b".into(), "qemu:///system".into())]).await.unwrap();
+        assert_eq!(store.hosts().await.unwrap().len(), 1);
+        assert!(store.gpus().await.unwrap().is_empty());
+        store
+            .sync_hosts(&[("a".into(), "simulated".into()), ("b".into(), "qemu:///system".into())])
+            .await
+            .unwrap();
+        assert_eq!(store.gpus().await.unwrap().len(), 8);
+        store.close().await;
+
+        // Opening again applies no migration twice and finds everything.
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.gpus().await.unwrap().len(), 8);
+        store.close().await;
+    })
+    .await;
+}

@@ -1,0 +1,55 @@
+// Starts a real `passage serve` for a test, on a free port with its own data directory,
+// and a headless Chromium to look at it.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.PASSAGE_BIN ?? '../../target/debug/passage';
+
+/** Starts the portal with `configToml` (listen and data_dir are filled in). */
+export async function startPortal(configToml = '') {
+  const dir = mkdtempSync(join(tmpdir(), 'passage-browser-'));
+  const configFile = join(dir, 'passage.toml');
+  writeFileSync(configFile, `listen = "127.0.0.1:0"\ndata_dir = "${dir}"\n${configToml}`);
+  const env = { ...process.env, PASSAGE_LOG: 'warn' };
+  delete env.PASSAGE_LISTEN;
+  delete env.PASSAGE_DATABASE_URL;
+  delete env.PASSAGE_DATA_DIR;
+  const child = spawn(BIN, ['serve', '--config', configFile], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`portal did not start:\n${output}`)), 30_000);
+    const onData = (chunk) => {
+      output += chunk;
+      const match = output.match(/Passage is running at (http:\/\/\S+)/);
+      if (match) { clearTimeout(timer); resolve(match[1]); }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`portal exited (${code}):\n${output}`)); });
+  });
+  return {
+    url,
+    output: () => output,
+    async stop() {
+      const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+      child.kill('SIGTERM');
+      const result = await exited;
+      rmSync(dir, { recursive: true, force: true });
+      return result;
+    },
+  };
+}
+
+/** A headless Chromium with the flags that work without a network. */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [
+      '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    ],
+  });
+}
