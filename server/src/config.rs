@@ -157,16 +157,17 @@ impl Config {
         let database_url = var("PASSAGE_DATABASE_URL")
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("passage.db").display()));
-        let seconds = |name: &str, from_file: Option<u64>, default: u64| -> Result<u64, ConfigError> {
-            match var(name) {
-                Some(value) => value.parse::<u64>().map_err(|_| ConfigError::Env {
-                    name: name.into(),
-                    value: value.clone(),
-                    message: "expected a whole number of seconds".into(),
-                }),
-                None => Ok(from_file.unwrap_or(default)),
-            }
-        };
+        let seconds =
+            |name: &str, from_file: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+                match var(name) {
+                    Some(value) => value.parse::<u64>().map_err(|_| ConfigError::Env {
+                        name: name.into(),
+                        value: value.clone(),
+                        message: "expected a whole number of seconds".into(),
+                    }),
+                    None => Ok(from_file.unwrap_or(default)),
+                }
+            };
         let inventory = file.inventory.unwrap_or_default();
         let config = Config {
             listen,
@@ -175,7 +176,9 @@ impl Config {
                 .map(PathBuf::from)
                 .or(file.site_dir)
                 .unwrap_or_else(default_site_dir),
-            log: var("PASSAGE_LOG").or(file.log).unwrap_or_else(|| "info".into()),
+            log: var("PASSAGE_LOG")
+                .or(file.log)
+                .unwrap_or_else(|| "info".into()),
             inventory_refresh: Duration::from_secs(seconds(
                 "PASSAGE_INVENTORY_REFRESH_SECS",
                 inventory.refresh_secs,
@@ -256,7 +259,10 @@ impl Config {
                 ));
             }
             if host.uri.trim().is_empty() {
-                return Err(invalid(&format!("hosts[{i}].uri"), "must not be empty".into()));
+                return Err(invalid(
+                    &format!("hosts[{i}].uri"),
+                    "must not be empty".into(),
+                ));
             }
         }
         Ok(())
@@ -293,7 +299,12 @@ fn parse_file(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
         let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
         let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+        let column = before
+            .rsplit('\n')
+            .next()
+            .map(|l| l.chars().count())
+            .unwrap_or(0)
+            + 1;
         ConfigError::Parse {
             path: path.to_path_buf(),
             line,
@@ -343,14 +354,21 @@ mod tests {
         assert_eq!(config.hosts.len(), 1);
         assert_eq!(config.hosts[0].uri, SIMULATED_HOST_URI);
         assert!(config.libvirt_uri(&config.hosts[0]).starts_with("test:///"));
-        assert!(config.libvirt_uri(&config.hosts[0]).ends_with("passage-data/simulated-host.xml"));
+        assert!(
+            config
+                .libvirt_uri(&config.hosts[0])
+                .ends_with("passage-data/simulated-host.xml")
+        );
     }
 
     #[test]
     fn the_environment_overrides_the_file() {
         let config = from(
             "listen = \"0.0.0.0:9000\"\ndatabase_url = \"sqlite://a.db\"\n",
-            &[("PASSAGE_LISTEN", "127.0.0.1:7000"), ("PASSAGE_DATABASE_URL", "postgres://p@db/passage")],
+            &[
+                ("PASSAGE_LISTEN", "127.0.0.1:7000"),
+                ("PASSAGE_DATABASE_URL", "postgres://p@db/passage"),
+            ],
         )
         .unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
@@ -372,7 +390,11 @@ mod tests {
 
     #[test]
     fn an_unknown_key_names_file_line_and_key() {
-        let err = from("listen = \"127.0.0.1:1\"\n\n[inventory]\nrefresh_sec = 10\n", &[]).unwrap_err();
+        let err = from(
+            "listen = \"127.0.0.1:1\"\n\n[inventory]\nrefresh_sec = 10\n",
+            &[],
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("passage.toml:4:"), "{text}");
         assert!(text.contains("refresh_sec"), "{text}");
@@ -393,21 +415,40 @@ mod tests {
         let err = from("listen = \"nope\"\n", &[]).unwrap_err();
         assert!(err.to_string().starts_with("listen:"), "{err}");
         let err = from("", &[("PASSAGE_INVENTORY_REFRESH_SECS", "soon")]).unwrap_err();
-        assert!(err.to_string().contains("PASSAGE_INVENTORY_REFRESH_SECS"), "{err}");
+        assert!(
+            err.to_string().contains("PASSAGE_INVENTORY_REFRESH_SECS"),
+            "{err}"
+        );
         let err = from("database_url = \"mysql://x\"\n", &[]).unwrap_err();
         assert!(err.to_string().starts_with("database_url:"), "{err}");
         let err = from("[inventory]\nrefresh_secs = 1\n", &[]).unwrap_err();
-        assert!(err.to_string().starts_with("inventory.refresh_secs:"), "{err}");
+        assert!(
+            err.to_string().starts_with("inventory.refresh_secs:"),
+            "{err}"
+        );
     }
 
     #[test]
     fn host_names_are_unique_and_plain() {
         let twice = "[[hosts]]\nname = \"a\"\nuri = \"qemu:///system\"\n[[hosts]]\nname = \"a\"\nuri = \"xen:///system\"\n";
-        assert!(from(twice, &[]).unwrap_err().to_string().starts_with("hosts[1].name:"));
+        assert!(
+            from(twice, &[])
+                .unwrap_err()
+                .to_string()
+                .starts_with("hosts[1].name:")
+        );
         let odd = "[[hosts]]\nname = \"a b\"\nuri = \"qemu:///system\"\n";
-        assert!(from(odd, &[]).unwrap_err().to_string().starts_with("hosts[0].name:"));
+        assert!(
+            from(odd, &[])
+                .unwrap_err()
+                .to_string()
+                .starts_with("hosts[0].name:")
+        );
         let extra = "[[hosts]]\nname = \"a\"\nuri = \"qemu:///system\"\nport = 1\n";
         let err = from(extra, &[]).unwrap_err().to_string();
-        assert!(err.starts_with("passage.toml:4:") && err.contains("port"), "{err}");
+        assert!(
+            err.starts_with("passage.toml:4:") && err.contains("port"),
+            "{err}"
+        );
     }
 }

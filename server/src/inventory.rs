@@ -117,7 +117,11 @@ impl Inventory {
 
     /// Starts one background task per host that refreshes it every `period` (sooner, with
     /// backoff, while it fails) until `shutdown` is cancelled.
-    pub fn spawn_refresh_loops(&self, period: Duration, shutdown: CancellationToken) -> JoinSet<()> {
+    pub fn spawn_refresh_loops(
+        &self,
+        period: Duration,
+        shutdown: CancellationToken,
+    ) -> JoinSet<()> {
         let mut tasks = JoinSet::new();
         for index in 0..self.hosts.len() {
             let inventory = self.clone();

@@ -55,9 +55,16 @@ impl Portal {
     /// Opens the database, connects the hosts, binds the listener and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Portal> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!("cannot create the data directory {}", config.data_dir.display())
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
         })?;
-        if config.hosts.iter().any(|h| h.uri == config::SIMULATED_HOST_URI) {
+        if config
+            .hosts
+            .iter()
+            .any(|h| h.uri == config::SIMULATED_HOST_URI)
+        {
             let file = config.simulated_host_file();
             std::fs::write(&file, SIMULATED_HOST_XML)
                 .with_context(|| format!("cannot write {}", file.display()))?;

@@ -16,7 +16,13 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     /// Configuration file (TOML). Without one, built-in defaults apply: a SQLite file under
     /// ./passage-data and the bundled simulated host. PASSAGE_* variables override both.
-    #[arg(long, short, global = true, env = "PASSAGE_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "PASSAGE_CONFIG",
+        value_name = "FILE"
+    )]
     config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -41,7 +47,10 @@ fn main() -> ExitCode {
         }
     };
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
-        eprintln!("passage: log filter {:?} is invalid ({e}); using \"info\"", config.log);
+        eprintln!(
+            "passage: log filter {:?} is invalid ({e}); using \"info\"",
+            config.log
+        );
         EnvFilter::new("info")
     });
     tracing_subscriber::fmt()

@@ -338,8 +338,12 @@ fn host_view(row: &AnyRow) -> Result<HostView, StoreError> {
         hostname: row.try_get("hostname")?,
         driver: row.try_get("driver")?,
         libvirt_version: row.try_get("libvirt_version")?,
-        last_refresh: row.try_get::<Option<i64>, _>("last_refresh_at")?.map(rfc3339),
-        last_attempt: row.try_get::<Option<i64>, _>("last_attempt_at")?.map(rfc3339),
+        last_refresh: row
+            .try_get::<Option<i64>, _>("last_refresh_at")?
+            .map(rfc3339),
+        last_attempt: row
+            .try_get::<Option<i64>, _>("last_attempt_at")?
+            .map(rfc3339),
         error: if state == HostState::Unreachable {
             row.try_get("last_error")?
         } else {
@@ -422,10 +426,7 @@ fn gpu_view(row: &AnyRow, members: Vec<IommuMemberView>) -> Result<GpuView, Stor
 }
 
 fn link_columns(link: Option<&PcieLink>) -> (Option<f64>, Option<i64>) {
-    (
-        link.map(|l| l.speed_gts),
-        link.map(|l| i64::from(l.width)),
-    )
+    (link.map(|l| l.speed_gts), link.map(|l| i64::from(l.width)))
 }
 
 /// Reads a flag column: PostgreSQL stores BOOLEAN, SQLite 0/1 integers.
@@ -509,8 +510,14 @@ mod tests {
             redact("postgres://passage:s3cret@db:5432/passage"),
             "postgres://passage:***@db:5432/passage"
         );
-        assert_eq!(redact("postgres://passage@db/passage"), "postgres://passage@db/passage");
-        assert_eq!(redact("sqlite://data/passage.db"), "sqlite://data/passage.db");
+        assert_eq!(
+            redact("postgres://passage@db/passage"),
+            "postgres://passage@db/passage"
+        );
+        assert_eq!(
+            redact("sqlite://data/passage.db"),
+            "sqlite://data/passage.db"
+        );
     }
 
     #[test]
@@ -526,7 +533,10 @@ mod tests {
         let url = prepare_sqlite(&format!("sqlite://{}", path.display())).unwrap();
         assert!(url.ends_with("passage.db?mode=rwc"), "{url}");
         assert!(path.exists());
-        assert_eq!(prepare_sqlite("sqlite::memory:").unwrap(), "sqlite::memory:");
+        assert_eq!(
+            prepare_sqlite("sqlite::memory:").unwrap(),
+            "sqlite::memory:"
+        );
     }
 
     #[test]
@@ -534,8 +544,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("file");
         std::fs::write(&blocker, "not a directory").unwrap();
-        let err = prepare_sqlite(&format!("sqlite://{}/passage.db", blocker.display())).unwrap_err();
+        let err =
+            prepare_sqlite(&format!("sqlite://{}/passage.db", blocker.display())).unwrap_err();
         assert!(matches!(err, StoreError::Directory { .. }), "{err:?}");
-        assert!(err.to_string().contains(&blocker.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&blocker.display().to_string()),
+            "{err}"
+        );
     }
 }

@@ -20,7 +20,10 @@ const OUTPUT_NAME: &str = "passage";
 /// Leptos' options for the configured asset directory. Missing assets are reported once here:
 /// pages still render, but stay static until the browser bundle is built.
 pub fn site_options(config: &Config) -> LeptosOptions {
-    let bundle = config.site_dir.join("pkg").join(format!("{OUTPUT_NAME}.js"));
+    let bundle = config
+        .site_dir
+        .join("pkg")
+        .join(format!("{OUTPUT_NAME}.js"));
     if !bundle.is_file() {
         tracing::warn!(
             missing = %bundle.display(),

@@ -18,15 +18,26 @@ fn help_names_the_commands() {
     let output = passage().arg("--help").output().unwrap();
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
-    assert!(text.contains("serve") && text.contains("--config"), "{text}");
+    assert!(
+        text.contains("serve") && text.contains("--config"),
+        "{text}"
+    );
 }
 
 #[test]
 fn an_unknown_key_stops_the_server_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("passage.toml");
-    std::fs::write(&file, "listen = \"127.0.0.1:0\"\ndatabse_url = \"sqlite://x.db\"\n").unwrap();
-    let output = passage().args(["serve", "--config"]).arg(&file).output().unwrap();
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:0\"\ndatabse_url = \"sqlite://x.db\"\n",
+    )
+    .unwrap();
+    let output = passage()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
     let text = String::from_utf8(output.stderr).unwrap();
     assert!(text.contains(&format!("{}:2:1", file.display())), "{text}");
@@ -46,9 +57,17 @@ fn a_missing_config_file_is_named() {
 
 #[test]
 fn a_bad_environment_value_names_the_variable() {
-    let output = passage().arg("serve").env("PASSAGE_LISTEN", "everywhere").output().unwrap();
+    let output = passage()
+        .arg("serve")
+        .env("PASSAGE_LISTEN", "everywhere")
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8(output.stderr).unwrap().contains("PASSAGE_LISTEN"));
+    assert!(
+        String::from_utf8(output.stderr)
+            .unwrap()
+            .contains("PASSAGE_LISTEN")
+    );
 }
 
 #[test]
@@ -60,12 +79,18 @@ fn an_unwritable_database_location_is_reported_at_start() {
         .arg("serve")
         .env("PASSAGE_DATA_DIR", dir.path())
         .env("PASSAGE_LISTEN", "127.0.0.1:0")
-        .env("PASSAGE_DATABASE_URL", format!("sqlite://{}/passage.db", blocker.display()))
+        .env(
+            "PASSAGE_DATABASE_URL",
+            format!("sqlite://{}/passage.db", blocker.display()),
+        )
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let text = String::from_utf8(output.stderr).unwrap();
-    assert!(text.contains("cannot create the database directory"), "{text}");
+    assert!(
+        text.contains("cannot create the database directory"),
+        "{text}"
+    );
     assert!(text.contains(&blocker.display().to_string()), "{text}");
 }
 
@@ -81,12 +106,20 @@ fn sigterm_shuts_the_server_down_cleanly() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert!(line.starts_with("Passage is running at http://127.0.0.1:"), "{line}");
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("Passage is running at http://127.0.0.1:"),
+        "{line}"
+    );
     assert!(dir.path().join("passage.db").exists());
     assert!(dir.path().join("simulated-host.xml").exists());
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -94,7 +127,10 @@ fn sigterm_shuts_the_server_down_cleanly() {
             assert!(status.success(), "exit status {status}");
             break;
         }
-        assert!(Instant::now() < deadline, "the server did not stop within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -17,7 +17,11 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let dir = tempfile::tempdir().unwrap();
-    scenario(format!("sqlite://{}", dir.path().join("store.db").display())).await;
+    scenario(format!(
+        "sqlite://{}",
+        dir.path().join("store.db").display()
+    ))
+    .await;
 
     let Ok(admin_url) = std::env::var("PASSAGE_TEST_POSTGRES_URL") else {
         println!("PostgreSQL part skipped: PASSAGE_TEST_POSTGRES_URL is not set");
@@ -45,7 +49,10 @@ where
         .unwrap();
 }
 
-async fn simulated_inventory() -> (passage_hypervisor::HostInventory, Vec<passage_hypervisor::Gpu>) {
+async fn simulated_inventory() -> (
+    passage_hypervisor::HostInventory,
+    Vec<passage_hypervisor::Gpu>,
+) {
     let uri = format!("test://{}", common::simulated_host_file().display());
     let host = LibvirtHost::new(uri, Duration::from_secs(10)).unwrap();
     let inventory = host.inventory().await.unwrap();
@@ -60,20 +67,40 @@ async fn inventories_are_recorded_listed_and_aged() {
         let store = Store::open(&url).await.unwrap();
         assert_eq!(
             store.backend(),
-            if url.starts_with("sqlite") { Backend::Sqlite } else { Backend::Postgres }
+            if url.starts_with("sqlite") {
+                Backend::Sqlite
+            } else {
+                Backend::Postgres
+            }
         );
         store
-            .sync_hosts(&[("a".into(), "simulated".into()), ("b".into(), "qemu:///system".into())])
+            .sync_hosts(&[
+                ("a".into(), "simulated".into()),
+                ("b".into(), "qemu:///system".into()),
+            ])
             .await
             .unwrap();
         let hosts = store.hosts().await.unwrap();
-        assert!(hosts.iter().all(|h| h.state == HostState::Pending && h.gpu_count == 0));
+        assert!(
+            hosts
+                .iter()
+                .all(|h| h.state == HostState::Pending && h.gpu_count == 0)
+        );
 
         let (inventory, gpus) = simulated_inventory().await;
-        store.record_inventory("a", &inventory, &gpus).await.unwrap();
-        store.record_failure("b", "cannot connect: refused").await.unwrap();
+        store
+            .record_inventory("a", &inventory, &gpus)
+            .await
+            .unwrap();
+        store
+            .record_failure("b", "cannot connect: refused")
+            .await
+            .unwrap();
         let hosts = store.hosts().await.unwrap();
-        assert_eq!((hosts[0].state, hosts[0].gpu_count), (HostState::Reachable, 8));
+        assert_eq!(
+            (hosts[0].state, hosts[0].gpu_count),
+            (HostState::Reachable, 8)
+        );
         assert_eq!(hosts[1].state, HostState::Unreachable);
         assert_eq!(hosts[1].error.as_deref(), Some("cannot connect: refused"));
 
@@ -90,17 +117,29 @@ async fn inventories_are_recorded_listed_and_aged() {
             .collect();
         assert_eq!(
             members,
-            vec![("0000:e3:00.0", "VGA controller", true), ("0000:e3:00.1", "Audio device", true)]
+            vec![
+                ("0000:e3:00.0", "VGA controller", true),
+                ("0000:e3:00.1", "Audio device", true)
+            ]
         );
-        assert_eq!(ada.link.as_ref().unwrap().current.as_deref(), Some("PCIe Gen4 x16"));
+        assert_eq!(
+            ada.link.as_ref().unwrap().current.as_deref(),
+            Some("PCIe Gen4 x16")
+        );
 
         // Recording the same inventory again changes nothing but the times.
-        store.record_inventory("a", &inventory, &gpus).await.unwrap();
+        store
+            .record_inventory("a", &inventory, &gpus)
+            .await
+            .unwrap();
         assert_eq!(store.gpus().await.unwrap().len(), 8);
 
         // A GPU that disappears is kept as missing; the others stay available.
         tokio::time::sleep(Duration::from_millis(5)).await;
-        store.record_inventory("a", &inventory, &gpus[1..]).await.unwrap();
+        store
+            .record_inventory("a", &inventory, &gpus[1..])
+            .await
+            .unwrap();
         let listed = store.gpus().await.unwrap();
         let states: Vec<GpuState> = listed.iter().map(|g| g.state).collect();
         assert_eq!(states[0], GpuState::Missing);
@@ -109,14 +148,24 @@ async fn inventories_are_recorded_listed_and_aged() {
 
         // The host fails: its GPUs keep their record and say so.
         store.record_failure("a", "gone").await.unwrap();
-        assert!(store.gpus().await.unwrap()[1..].iter().all(|g| g.state == GpuState::HostUnreachable));
+        assert!(
+            store.gpus().await.unwrap()[1..]
+                .iter()
+                .all(|g| g.state == GpuState::HostUnreachable)
+        );
 
         // A host that leaves the configuration is no longer listed, and comes back with its data.
-        store.sync_hosts(&[("b".into(), "qemu:///system".into())]).await.unwrap();
+        store
+            .sync_hosts(&[("b".into(), "qemu:///system".into())])
+            .await
+            .unwrap();
         assert_eq!(store.hosts().await.unwrap().len(), 1);
         assert!(store.gpus().await.unwrap().is_empty());
         store
-            .sync_hosts(&[("a".into(), "simulated".into()), ("b".into(), "qemu:///system".into())])
+            .sync_hosts(&[
+                ("a".into(), "simulated".into()),
+                ("b".into(), "qemu:///system".into()),
+            ])
             .await
             .unwrap();
         assert_eq!(store.gpus().await.unwrap().len(), 8);

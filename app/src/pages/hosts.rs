@@ -121,7 +121,9 @@ fn HostCard(host: HostView, gpus: Vec<GpuView>, model: ReadSignal<String>) -> im
     let facts = [
         host.hostname.as_ref().map(|h| format!("hostname {h}")),
         host.driver.as_ref().map(|d| format!("driver {d}")),
-        host.libvirt_version.as_ref().map(|v| format!("libvirt {v}")),
+        host.libvirt_version
+            .as_ref()
+            .map(|v| format!("libvirt {v}")),
     ]
     .into_iter()
     .flatten()
@@ -242,7 +244,7 @@ fn GpuRow(gpu: GpuView) -> impl IntoView {
                 <span class="group-number">{format!("group {}", group.number)}</span>
                 <ul class="members">{members}</ul>
             }
-                .into_any()
+            .into_any()
         }
         None => view! { <span class="muted">"none"</span> }.into_any(),
     };

@@ -114,8 +114,9 @@ impl Gpu {
     pub fn assignability(&self) -> Assignability {
         let Some(group) = &self.iommu_group else {
             return Assignability::Unassignable {
-                reason: "no IOMMU group: enable the IOMMU (intel_iommu=on or amd_iommu=on) on the host"
-                    .into(),
+                reason:
+                    "no IOMMU group: enable the IOMMU (intel_iommu=on or amd_iommu=on) on the host"
+                        .into(),
             };
         };
         let mut functions = group.passthrough_functions();
@@ -178,7 +179,11 @@ pub fn classify(devices: &[PciDevice]) -> Vec<Gpu> {
     gpus
 }
 
-fn describe_member(gpu: &PciDevice, address: PciAddress, found: Option<&&PciDevice>) -> IommuMember {
+fn describe_member(
+    gpu: &PciDevice,
+    address: PciAddress,
+    found: Option<&&PciDevice>,
+) -> IommuMember {
     match found {
         Some(member) => IommuMember {
             address,
@@ -241,12 +246,48 @@ mod tests {
     #[test]
     fn only_nvidia_display_functions_are_gpus() {
         let devices = vec![
-            device("0000:17:00.0", 0x030200, 0x10de, 0x2331, "GH100 [H100 PCIe]"),
-            device("0000:65:00.0", 0x030000, 0x10de, 0x26b1, "AD102GL [RTX 6000 Ada Generation]"),
-            device("0000:65:00.1", 0x040300, 0x10de, 0x22ba, "AD102 High Definition Audio Controller"),
-            device("0000:03:00.0", 0x030000, 0x1a03, 0x2000, "ASPEED Graphics Family"),
-            device("0000:c1:00.0", 0x068000, 0x10de, 0x22a3, "GH100 [H100 NVSwitch]"),
-            device("0000:31:00.0", 0x020000, 0x15b3, 0x101b, "MT28908 Family [ConnectX-6]"),
+            device(
+                "0000:17:00.0",
+                0x030200,
+                0x10de,
+                0x2331,
+                "GH100 [H100 PCIe]",
+            ),
+            device(
+                "0000:65:00.0",
+                0x030000,
+                0x10de,
+                0x26b1,
+                "AD102GL [RTX 6000 Ada Generation]",
+            ),
+            device(
+                "0000:65:00.1",
+                0x040300,
+                0x10de,
+                0x22ba,
+                "AD102 High Definition Audio Controller",
+            ),
+            device(
+                "0000:03:00.0",
+                0x030000,
+                0x1a03,
+                0x2000,
+                "ASPEED Graphics Family",
+            ),
+            device(
+                "0000:c1:00.0",
+                0x068000,
+                0x10de,
+                0x22a3,
+                "GH100 [H100 NVSwitch]",
+            ),
+            device(
+                "0000:31:00.0",
+                0x020000,
+                0x15b3,
+                0x101b,
+                "MT28908 Family [ConnectX-6]",
+            ),
         ];
         let gpus = classify(&devices);
         let found: Vec<String> = gpus.iter().map(|g| g.address.to_string()).collect();
@@ -260,12 +301,24 @@ mod tests {
         let group = ["0000:65:00.0", "0000:65:00.1"];
         let devices = vec![
             grouped(
-                device("0000:65:00.0", 0x030000, 0x10de, 0x26b1, "AD102GL [RTX 6000 Ada Generation]"),
+                device(
+                    "0000:65:00.0",
+                    0x030000,
+                    0x10de,
+                    0x26b1,
+                    "AD102GL [RTX 6000 Ada Generation]",
+                ),
                 12,
                 &group,
             ),
             grouped(
-                device("0000:65:00.1", 0x040300, 0x10de, 0x22ba, "AD102 High Definition Audio Controller"),
+                device(
+                    "0000:65:00.1",
+                    0x040300,
+                    0x10de,
+                    0x22ba,
+                    "AD102 High Definition Audio Controller",
+                ),
                 12,
                 &group,
             ),
@@ -279,7 +332,10 @@ mod tests {
         assert_eq!(
             gpu.assignability(),
             Assignability::Assignable {
-                functions: vec!["0000:65:00.0".parse().unwrap(), "0000:65:00.1".parse().unwrap()]
+                functions: vec![
+                    "0000:65:00.0".parse().unwrap(),
+                    "0000:65:00.1".parse().unwrap()
+                ]
             }
         );
     }
@@ -288,15 +344,36 @@ mod tests {
     fn bridges_stay_with_the_host_and_foreign_endpoints_are_flagged() {
         let group = ["0000:16:02.0", "0000:17:00.0", "0000:18:00.0"];
         let devices = vec![
-            grouped(device("0000:16:02.0", 0x060400, 0x8086, 0x347a, "PCIe Root Port"), 7, &group),
-            grouped(device("0000:17:00.0", 0x030200, 0x10de, 0x2331, "GH100 [H100 PCIe]"), 7, &group),
-            grouped(device("0000:18:00.0", 0x010802, 0x144d, 0xa80a, "NVMe SSD"), 7, &group),
+            grouped(
+                device("0000:16:02.0", 0x060400, 0x8086, 0x347a, "PCIe Root Port"),
+                7,
+                &group,
+            ),
+            grouped(
+                device(
+                    "0000:17:00.0",
+                    0x030200,
+                    0x10de,
+                    0x2331,
+                    "GH100 [H100 PCIe]",
+                ),
+                7,
+                &group,
+            ),
+            grouped(
+                device("0000:18:00.0", 0x010802, 0x144d, 0xa80a, "NVMe SSD"),
+                7,
+                &group,
+            ),
         ];
         let gpu = &classify(&devices)[0];
         let iommu = gpu.iommu_group.as_ref().unwrap();
         assert_eq!(
             iommu.passthrough_functions(),
-            vec!["0000:17:00.0".parse().unwrap(), "0000:18:00.0".parse().unwrap()]
+            vec![
+                "0000:17:00.0".parse().unwrap(),
+                "0000:18:00.0".parse().unwrap()
+            ]
         );
         let foreign: Vec<String> = iommu
             .foreign_endpoints()
@@ -308,7 +385,13 @@ mod tests {
 
     #[test]
     fn a_gpu_without_iommu_group_is_not_assignable() {
-        let devices = vec![device("0000:17:00.0", 0x030200, 0x10de, 0x2331, "GH100 [H100 PCIe]")];
+        let devices = vec![device(
+            "0000:17:00.0",
+            0x030200,
+            0x10de,
+            0x2331,
+            "GH100 [H100 PCIe]",
+        )];
         let gpu = &classify(&devices)[0];
         match gpu.assignability() {
             Assignability::Unassignable { reason } => assert!(reason.contains("IOMMU")),
@@ -319,7 +402,13 @@ mod tests {
     #[test]
     fn group_members_missing_from_the_host_are_still_listed() {
         let devices = vec![grouped(
-            device("0000:17:00.0", 0x030200, 0x10de, 0x2331, "GH100 [H100 PCIe]"),
+            device(
+                "0000:17:00.0",
+                0x030200,
+                0x10de,
+                0x2331,
+                "GH100 [H100 PCIe]",
+            ),
             3,
             &["0000:17:00.0", "0000:17:00.1"],
         )];
@@ -332,7 +421,13 @@ mod tests {
     #[test]
     fn a_group_that_omits_the_gpu_gets_it_added() {
         let devices = vec![grouped(
-            device("0000:17:00.0", 0x030200, 0x10de, 0x2331, "GH100 [H100 PCIe]"),
+            device(
+                "0000:17:00.0",
+                0x030200,
+                0x10de,
+                0x2331,
+                "GH100 [H100 PCIe]",
+            ),
             3,
             &["0000:17:00.1"],
         )];
@@ -346,12 +441,21 @@ mod tests {
             .map(|m| m.address.to_string())
             .collect();
         assert_eq!(members, vec!["0000:17:00.0", "0000:17:00.1"]);
-        assert!(matches!(gpu.assignability(), Assignability::Assignable { .. }));
+        assert!(matches!(
+            gpu.assignability(),
+            Assignability::Assignable { .. }
+        ));
     }
 
     #[test]
     fn model_names_come_from_the_bracketed_marketing_name() {
-        let mut d = device("0000:17:00.0", 0x030200, 0x10de, 0x20b5, "GA100 [A100 PCIe 80GB]");
+        let mut d = device(
+            "0000:17:00.0",
+            0x030200,
+            0x10de,
+            0x20b5,
+            "GA100 [A100 PCIe 80GB]",
+        );
         assert_eq!(model_name(&d), "A100 PCIe 80GB");
         d.product_name = Some("Tesla C2050".into());
         assert_eq!(model_name(&d), "Tesla C2050");

@@ -126,13 +126,17 @@ impl LibvirtHost {
             uri: self.uri.clone(),
             seconds: self.call_timeout.as_secs().max(1),
         };
-        let mut guard = tokio::time::timeout(self.call_timeout, self.connection.clone().lock_owned())
-            .await
-            .map_err(|_| timeout())?;
+        let mut guard =
+            tokio::time::timeout(self.call_timeout, self.connection.clone().lock_owned())
+                .await
+                .map_err(|_| timeout())?;
         let uri = self.uri.clone();
         let task = tokio::task::spawn_blocking(move || {
             silence_libvirt_stderr();
-            if guard.as_ref().is_some_and(|c| !c.0.is_alive().unwrap_or(false)) {
+            if guard
+                .as_ref()
+                .is_some_and(|c| !c.0.is_alive().unwrap_or(false))
+            {
                 *guard = None;
             }
             if guard.is_none() {
@@ -185,10 +189,14 @@ fn validate_uri(uri: &str) -> Result<(), HypervisorError> {
         return Err(invalid("contains a NUL byte"));
     }
     let Some((scheme, rest)) = uri.split_once(':') else {
-        return Err(invalid("expected driver[+transport]://[host]/path, e.g. qemu:///system"));
+        return Err(invalid(
+            "expected driver[+transport]://[host]/path, e.g. qemu:///system",
+        ));
     };
     if scheme.is_empty() || !rest.starts_with("//") {
-        return Err(invalid("expected driver[+transport]://[host]/path, e.g. qemu:///system"));
+        return Err(invalid(
+            "expected driver[+transport]://[host]/path, e.g. qemu:///system",
+        ));
     }
     if scheme == "test" && !rest.starts_with("///") {
         return Err(invalid(
@@ -210,7 +218,13 @@ mod tests {
 
     #[test]
     fn uris_libvirt_cannot_take_are_refused_up_front() {
-        for bad in ["", "qemu", "qemu:/system", "test://relative/host.xml", "qemu:///sys\0tem"] {
+        for bad in [
+            "",
+            "qemu",
+            "qemu:/system",
+            "test://relative/host.xml",
+            "qemu:///sys\0tem",
+        ] {
             assert!(
                 matches!(
                     LibvirtHost::new(bad, Duration::from_secs(1)),
@@ -226,7 +240,10 @@ mod tests {
             "test:///default",
             "test:///srv/passage/host.xml",
         ] {
-            assert!(LibvirtHost::new(good, Duration::from_secs(1)).is_ok(), "{good}");
+            assert!(
+                LibvirtHost::new(good, Duration::from_secs(1)).is_ok(),
+                "{good}"
+            );
         }
     }
 
@@ -241,11 +258,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_host_file_is_a_connect_error_with_libvirts_message() {
-        let host =
-            LibvirtHost::new("test:///nonexistent/passage/host.xml", Duration::from_secs(10)).unwrap();
+        let host = LibvirtHost::new(
+            "test:///nonexistent/passage/host.xml",
+            Duration::from_secs(10),
+        )
+        .unwrap();
         let err = host.inventory().await.unwrap_err();
         assert!(matches!(err, HypervisorError::Connect { .. }), "{err:?}");
         assert!(err.is_transient());
-        assert!(err.to_string().contains("/nonexistent/passage/host.xml"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/passage/host.xml"),
+            "{err}"
+        );
     }
 }

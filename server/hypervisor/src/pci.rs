@@ -6,7 +6,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-
 use crate::HypervisorError;
 
 /// A PCI function address: domain, bus, slot (device) and function.
@@ -86,8 +85,14 @@ pub struct PcieLink {
 impl PcieLink {
     /// The PCIe generation that runs at this speed, if it is a standard one.
     pub fn generation(&self) -> Option<u8> {
-        const GENERATIONS: [(f64, u8); 6] =
-            [(2.5, 1), (5.0, 2), (8.0, 3), (16.0, 4), (32.0, 5), (64.0, 6)];
+        const GENERATIONS: [(f64, u8); 6] = [
+            (2.5, 1),
+            (5.0, 2),
+            (8.0, 3),
+            (16.0, 4),
+            (32.0, 5),
+            (64.0, 6),
+        ];
         GENERATIONS
             .iter()
             .find(|(speed, _)| (self.speed_gts - speed).abs() < 0.01)
@@ -156,7 +161,10 @@ impl PciDevice {
                 self.vendor_id,
                 self.product_id
             ),
-            None => format!("PCI device [{:04x}:{:04x}]", self.vendor_id, self.product_id),
+            None => format!(
+                "PCI device [{:04x}:{:04x}]",
+                self.vendor_id, self.product_id
+            ),
         }
     }
 
@@ -202,10 +210,15 @@ impl PciDevice {
                     .iter()
                     .map(|a| {
                         Ok(PciAddress {
-                            domain: narrow("iommuGroup domain", number("domain", Some(&a.domain))?, 0xffff)?
-                                as u16,
-                            bus: narrow("iommuGroup bus", number("bus", Some(&a.bus))?, 0xff)? as u8,
-                            slot: narrow("iommuGroup slot", number("slot", Some(&a.slot))?, 31)? as u8,
+                            domain: narrow(
+                                "iommuGroup domain",
+                                number("domain", Some(&a.domain))?,
+                                0xffff,
+                            )? as u16,
+                            bus: narrow("iommuGroup bus", number("bus", Some(&a.bus))?, 0xff)?
+                                as u8,
+                            slot: narrow("iommuGroup slot", number("slot", Some(&a.slot))?, 31)?
+                                as u8,
                             function: narrow(
                                 "iommuGroup function",
                                 number("function", Some(&a.function))?,
@@ -255,10 +268,7 @@ impl PciDevice {
             },
             link_max: link("cap"),
             link_current: link("sta"),
-            driver: device
-                .driver
-                .and_then(|d| d.name)
-                .filter(|n| !n.is_empty()),
+            driver: device.driver.and_then(|d| d.name).filter(|n| !n.is_empty()),
             name: device.name,
         }))
     }
@@ -475,15 +485,28 @@ mod tests {
         let address: PciAddress = "0000:af:1f.7".parse().unwrap();
         assert_eq!(address.to_string(), "0000:af:1f.7");
         assert_eq!(address.node_device_name(), "pci_0000_af_1f_7");
-        assert_eq!("17:00.1".parse::<PciAddress>().unwrap().to_string(), "0000:17:00.1");
-        for bad in ["", "17:00", "0000:17:00.8", "0000:17:20.0", "zz:00.0", "1:2:3:4.0"] {
+        assert_eq!(
+            "17:00.1".parse::<PciAddress>().unwrap().to_string(),
+            "0000:17:00.1"
+        );
+        for bad in [
+            "",
+            "17:00",
+            "0000:17:00.8",
+            "0000:17:20.0",
+            "zz:00.0",
+            "1:2:3:4.0",
+        ] {
             assert!(bad.parse::<PciAddress>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn unknown_link_speeds_are_shown_raw() {
-        let link = PcieLink { speed_gts: 12.0, width: 4 };
+        let link = PcieLink {
+            speed_gts: 12.0,
+            width: 4,
+        };
         assert_eq!(link.generation(), None);
         assert_eq!(link.to_string(), "12 GT/s x4");
     }

@@ -31,7 +31,11 @@ async fn the_simulated_host_has_eight_gpus_on_two_numa_nodes() {
             ("0000:98:00.0".into(), "A100 PCIe 80GB".into(), Some(1)),
             ("0000:b1:00.0".into(), "A100 PCIe 80GB".into(), Some(1)),
             ("0000:ca:00.0".into(), "L40S".into(), Some(1)),
-            ("0000:e3:00.0".into(), "RTX 6000 Ada Generation".into(), Some(1)),
+            (
+                "0000:e3:00.0".into(),
+                "RTX 6000 Ada Generation".into(),
+                Some(1)
+            ),
         ]
     );
     // Non-GPU functions are on the host but are not GPUs: the BMC's VGA, NICs, NVMe, bridges, audio.
@@ -42,7 +46,10 @@ async fn the_simulated_host_has_eight_gpus_on_two_numa_nodes() {
         .collect();
     assert_eq!(groups.len(), gpus.len(), "every GPU has a group of its own");
 
-    let ada = gpus.iter().find(|g| g.model.starts_with("RTX 6000")).unwrap();
+    let ada = gpus
+        .iter()
+        .find(|g| g.model.starts_with("RTX 6000"))
+        .unwrap();
     let Assignability::Assignable { functions } = ada.assignability() else {
         panic!("the RTX 6000 Ada must be assignable");
     };
@@ -51,9 +58,18 @@ async fn the_simulated_host_has_eight_gpus_on_two_numa_nodes() {
     let audio = &ada.iommu_group.as_ref().unwrap().members[1];
     assert_eq!(audio.class_label, "Audio device");
 
-    let degraded = gpus.iter().find(|g| g.address.to_string() == "0000:4e:00.0").unwrap();
-    assert_eq!(degraded.link_current.as_ref().unwrap().to_string(), "PCIe Gen4 x16");
-    assert_eq!(degraded.link_max.as_ref().unwrap().to_string(), "PCIe Gen5 x16");
+    let degraded = gpus
+        .iter()
+        .find(|g| g.address.to_string() == "0000:4e:00.0")
+        .unwrap();
+    assert_eq!(
+        degraded.link_current.as_ref().unwrap().to_string(),
+        "PCIe Gen4 x16"
+    );
+    assert_eq!(
+        degraded.link_max.as_ref().unwrap().to_string(),
+        "PCIe Gen5 x16"
+    );
     host.disconnect().await;
 }
 
@@ -61,7 +77,11 @@ async fn the_simulated_host_has_eight_gpus_on_two_numa_nodes() {
 async fn an_unreachable_host_fails_clearly_and_recovers_when_it_comes_back() {
     let dir = tempfile_dir();
     let file = dir.join("host.xml");
-    let host = LibvirtHost::new(format!("test://{}", file.display()), Duration::from_secs(10)).unwrap();
+    let host = LibvirtHost::new(
+        format!("test://{}", file.display()),
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let err = host.inventory().await.unwrap_err();
     assert!(matches!(err, HypervisorError::Connect { .. }), "{err:?}");
     assert!(err.is_transient());
@@ -89,13 +109,21 @@ async fn a_remote_host_that_refuses_connections_is_reported_not_hung() {
 #[tokio::test]
 async fn a_real_libvirtd_is_inventoried_without_gpus_or_crashes() {
     let Ok(uri) = std::env::var("PASSAGE_TEST_LIBVIRT_URI") else {
-        println!("skipped: PASSAGE_TEST_LIBVIRT_URI is not set (the CI script starts libvirtd and sets it)");
+        println!(
+            "skipped: PASSAGE_TEST_LIBVIRT_URI is not set (the CI script starts libvirtd and sets it)"
+        );
         return;
     };
     let host = LibvirtHost::new(uri.clone(), Duration::from_secs(60)).unwrap();
-    let inventory = host.inventory().await.unwrap_or_else(|e| panic!("{uri}: {e}"));
+    let inventory = host
+        .inventory()
+        .await
+        .unwrap_or_else(|e| panic!("{uri}: {e}"));
     assert_eq!(inventory.driver, "QEMU");
-    assert!(!inventory.devices.is_empty(), "a real host has PCI functions");
+    assert!(
+        !inventory.devices.is_empty(),
+        "a real host has PCI functions"
+    );
     for gpu in classify(&inventory.devices) {
         assert_eq!(gpu.vendor_id, 0x10de);
     }
