@@ -1,0 +1,671 @@
+//! The real GPU, through the CUDA driver API (cudarc, loaded at run time).
+//!
+//! The library is found when the backend opens, so the agent builds and starts on machines
+//! without CUDA and says so. Each backend owns its own (non-primary) context; after a kernel
+//! fault, which poisons a context for good, [`GpuBackend::end_run`] replaces it, so the next
+//! run starts on a healthy one. CUDA C is compiled with NVRTC and the PTX cached on disk by the
+//! hash of the source, the architecture and the NVRTC version.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::ffi::{CString, c_void};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cudarc::driver::result as cu;
+use cudarc::driver::sys::{self, CUdevice_attribute};
+use cudarc::driver::{CudaContext, DriverError};
+use sha2::{Digest, Sha256};
+
+use crate::signature::{self, Signatures};
+use crate::{DeviceInfo, GpuBackend, GpuError, Handle, KernelArg, LaunchConfig, Leftovers};
+
+enum Object {
+    Buffer {
+        ptr: sys::CUdeviceptr,
+        size: usize,
+    },
+    PinnedHost {
+        ptr: *mut u8,
+        size: usize,
+    },
+    PageableHost(Vec<u8>),
+    Module {
+        module: sys::CUmodule,
+        kernels: Signatures,
+    },
+    Kernel(sys::CUfunction),
+    Stream(sys::CUstream),
+    Event(sys::CUevent),
+}
+
+/// One CUDA device and everything a run created on it.
+pub struct CudaGpu {
+    ordinal: usize,
+    ctx: Arc<CudaContext>,
+    info: DeviceInfo,
+    arch: &'static str,
+    objects: HashMap<Handle, Object>,
+    next: u64,
+    ptx_cache: Option<PathBuf>,
+    faulted: bool,
+}
+
+// SAFETY: the raw CUDA handles in `objects` are plain identifiers that the driver accepts from any
+// thread once the owning context is current; every method binds `ctx` to the calling thread
+// before using them, and `&mut self` keeps two threads from using them at once. Pinned host
+// pointers are owned exclusively by this value.
+unsafe impl Send for CudaGpu {}
+
+impl std::fmt::Debug for CudaGpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaGpu")
+            .field("info", &self.info)
+            .field("objects", &self.objects.len())
+            .finish()
+    }
+}
+
+fn driver(e: DriverError) -> GpuError {
+    use sys::cudaError_enum as E;
+    let name = e
+        .error_string()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| format!("{:?}", e.0));
+    match e.0 {
+        E::CUDA_ERROR_OUT_OF_MEMORY => GpuError::OutOfMemory(name),
+        E::CUDA_ERROR_ILLEGAL_ADDRESS
+        | E::CUDA_ERROR_LAUNCH_FAILED
+        | E::CUDA_ERROR_MISALIGNED_ADDRESS
+        | E::CUDA_ERROR_ILLEGAL_INSTRUCTION
+        | E::CUDA_ERROR_HARDWARE_STACK_ERROR
+        | E::CUDA_ERROR_INVALID_PC
+        | E::CUDA_ERROR_ASSERT
+        | E::CUDA_ERROR_LAUNCH_TIMEOUT => GpuError::KernelFault(name),
+        E::CUDA_ERROR_NOT_FOUND => GpuError::NotFound(name),
+        E::CUDA_ERROR_INVALID_VALUE
+        | E::CUDA_ERROR_INVALID_HANDLE
+        | E::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES
+        | E::CUDA_ERROR_INVALID_PTX
+        | E::CUDA_ERROR_INVALID_IMAGE => GpuError::InvalidArgument(name),
+        _ => GpuError::Driver(name),
+    }
+}
+
+impl CudaGpu {
+    /// Opens device `ordinal`. Fails with a clear message when no CUDA driver is installed.
+    pub fn open(ordinal: usize, ptx_cache: Option<PathBuf>) -> Result<CudaGpu, GpuError> {
+        // SAFETY: only probes whether the shared library can be loaded; no CUDA call is made.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(GpuError::Driver(
+                "no CUDA driver found (libcuda.so is not installed): use --backend fake to try plugins without a GPU"
+                    .into(),
+            ));
+        }
+        let count = CudaContext::device_count().map_err(driver)?;
+        if ordinal >= usize::try_from(count).unwrap_or(0) {
+            return Err(GpuError::InvalidArgument(format!(
+                "device {ordinal} does not exist: this machine has {count} CUDA device(s)"
+            )));
+        }
+        let ctx = CudaContext::new_non_primary(ordinal, 0).map_err(driver)?;
+        let attribute = |a: CUdevice_attribute| {
+            ctx.attribute(a)
+                .map(|v| u32::try_from(v).unwrap_or(0))
+                .map_err(driver)
+        };
+        let (major, minor) = ctx.compute_capability().map_err(driver)?;
+        let info = DeviceInfo {
+            name: ctx.name().map_err(driver)?,
+            total_memory: ctx.total_mem().map_err(driver)? as u64,
+            capability: (major as u32, minor as u32),
+            multiprocessors: attribute(
+                CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )?,
+            clock_khz: attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_CLOCK_RATE)?,
+            memory_clock_khz: attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE)?,
+            memory_bus_width: attribute(
+                CUdevice_attribute::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH,
+            )?,
+            pci_bus_id: format!(
+                "{:04x}:{:02x}:{:02x}.0",
+                attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID)?,
+                attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID)?,
+                attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID)?
+            ),
+            simulated: false,
+        };
+        // NVRTC wants the architecture as a static string; one leak per process and device kind.
+        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+        Ok(CudaGpu {
+            ordinal,
+            ctx,
+            info,
+            arch,
+            objects: HashMap::new(),
+            next: 1,
+            ptx_cache,
+            faulted: false,
+        })
+    }
+
+    fn bind(&mut self) -> Result<(), GpuError> {
+        self.ctx.bind_to_thread().map_err(driver)
+    }
+
+    fn insert(&mut self, object: Object) -> Handle {
+        let handle = Handle(self.next);
+        self.next += 1;
+        self.objects.insert(handle, object);
+        handle
+    }
+
+    fn track<T>(&mut self, result: Result<T, DriverError>) -> Result<T, GpuError> {
+        result.map_err(|e| {
+            let error = driver(e);
+            if matches!(error, GpuError::KernelFault(_)) {
+                self.faulted = true;
+            }
+            error
+        })
+    }
+
+    fn device_ptr(&self, handle: Handle) -> Result<sys::CUdeviceptr, GpuError> {
+        match self.objects.get(&handle) {
+            Some(Object::Buffer { ptr, .. }) => Ok(*ptr),
+            _ => Err(GpuError::InvalidArgument(format!(
+                "{handle:?} is not a device buffer"
+            ))),
+        }
+    }
+
+    fn stream(&self, handle: Handle) -> Result<sys::CUstream, GpuError> {
+        match self.objects.get(&handle) {
+            Some(Object::Stream(stream)) => Ok(*stream),
+            _ => Err(GpuError::InvalidArgument(format!(
+                "{handle:?} is not a stream"
+            ))),
+        }
+    }
+
+    fn event(&self, handle: Handle) -> Result<sys::CUevent, GpuError> {
+        match self.objects.get(&handle) {
+            Some(Object::Event(event)) => Ok(*event),
+            _ => Err(GpuError::InvalidArgument(format!(
+                "{handle:?} is not an event"
+            ))),
+        }
+    }
+
+    /// Host memory as a byte slice: `(pointer, size)` for pinned, or the vector.
+    fn host_bytes(&mut self, handle: Handle) -> Result<&mut [u8], GpuError> {
+        match self.objects.get_mut(&handle) {
+            Some(Object::PinnedHost { ptr, size }) => {
+                // SAFETY: `ptr` came from cuMemHostAlloc with exactly `size` bytes, is owned by
+                // this object until it is freed, and `&mut self` makes this the only live
+                // reference.
+                Ok(unsafe { std::slice::from_raw_parts_mut(*ptr, *size) })
+            }
+            Some(Object::PageableHost(bytes)) => Ok(bytes.as_mut_slice()),
+            _ => Err(GpuError::InvalidArgument(format!(
+                "{handle:?} is not host memory"
+            ))),
+        }
+    }
+
+    fn compile_ptx(&self, name: &str, source: &str) -> Result<String, GpuError> {
+        let key = hex::encode(Sha256::digest(format!(
+            "{}\0{}\0{}",
+            self.arch,
+            nvrtc_version(),
+            source
+        )));
+        let cached = self
+            .ptx_cache
+            .as_ref()
+            .map(|dir| dir.join(format!("{key}.ptx")));
+        if let Some(path) = &cached
+            && let Ok(ptx) = std::fs::read_to_string(path)
+        {
+            return Ok(ptx);
+        }
+        let options = cudarc::nvrtc::CompileOptions {
+            arch: Some(self.arch),
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, options).map_err(|e| match e {
+            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                GpuError::CompileFailed(format!("{name}:\n{}", log.to_string_lossy().trim()))
+            }
+            other => GpuError::CompileFailed(format!("{name}: {other:?}")),
+        })?;
+        let text = ptx.to_src();
+        if let Some(path) = cached {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            // Written to a temporary name first so that a reader never sees half a file.
+            let temporary = path.with_extension(format!("ptx.{}", std::process::id()));
+            if std::fs::write(&temporary, &text).is_ok() {
+                let _ = std::fs::rename(&temporary, &path);
+            }
+        }
+        Ok(text)
+    }
+
+    fn free_object(object: Object) {
+        // Errors are ignored: this runs during cleanup, after a fault among other times, and
+        // the context is replaced after a fault anyway.
+        match object {
+            // SAFETY: each handle was created by the matching CUDA call in this context and is
+            // removed from the table here, so it is released exactly once.
+            Object::Buffer { ptr, .. } => unsafe {
+                let _ = cu::free_sync(ptr);
+            },
+            // SAFETY: as above, for memory from cuMemHostAlloc.
+            Object::PinnedHost { ptr, .. } => unsafe {
+                let _ = cu::free_host(ptr.cast());
+            },
+            Object::PageableHost(_) | Object::Kernel(_) => {}
+            // SAFETY: as above, for a module from cuModuleLoadData.
+            Object::Module { module, .. } => unsafe {
+                let _ = cu::module::unload(module);
+            },
+            // SAFETY: as above, for a stream from cuStreamCreate.
+            Object::Stream(stream) => unsafe {
+                let _ = cu::stream::destroy(stream);
+            },
+            // SAFETY: as above, for an event from cuEventCreate.
+            Object::Event(event) => unsafe {
+                let _ = cu::event::destroy(event);
+            },
+        }
+    }
+
+    fn remove(
+        &mut self,
+        handle: Handle,
+        what: &str,
+        matches: fn(&Object) -> bool,
+    ) -> Result<(), GpuError> {
+        self.bind()?;
+        match self.objects.get(&handle) {
+            Some(object) if matches(object) => {
+                let object = self.objects.remove(&handle).expect("present");
+                CudaGpu::free_object(object);
+                Ok(())
+            }
+            _ => Err(GpuError::InvalidArgument(format!(
+                "{handle:?} is not a {what}"
+            ))),
+        }
+    }
+}
+
+fn nvrtc_version() -> String {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: only called after the library was found; both out-pointers are valid.
+    let result = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    match result {
+        cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS => format!("{major}.{minor}"),
+        _ => String::new(),
+    }
+}
+
+fn checked(size: u64) -> Result<usize, GpuError> {
+    usize::try_from(size).map_err(|_| GpuError::InvalidArgument(format!("{size} bytes")))
+}
+
+impl GpuBackend for CudaGpu {
+    fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    fn alloc(&mut self, size: u64) -> Result<Handle, GpuError> {
+        self.bind()?;
+        let size = checked(size)?;
+        // SAFETY: allocates fresh device memory in the current context; the pointer is kept in
+        // the table and freed exactly once.
+        let ptr = unsafe { cu::malloc_sync(size) };
+        let ptr = self.track(ptr)?;
+        Ok(self.insert(Object::Buffer { ptr, size }))
+    }
+
+    fn free(&mut self, buffer: Handle) -> Result<(), GpuError> {
+        self.remove(buffer, "device buffer", |o| {
+            matches!(o, Object::Buffer { .. })
+        })
+    }
+
+    fn write(&mut self, buffer: Handle, offset: u64, data: &[u8]) -> Result<(), GpuError> {
+        self.bind()?;
+        let ptr = self.device_ptr(buffer)?;
+        // SAFETY: the caller checked that offset + data.len() lies inside the buffer; the copy
+        // is synchronous, so `data` outlives it.
+        let result = unsafe { cu::memcpy_htod_sync(ptr + offset, data) };
+        self.track(result)
+    }
+
+    fn read(&mut self, buffer: Handle, offset: u64, len: u64) -> Result<Vec<u8>, GpuError> {
+        self.bind()?;
+        let ptr = self.device_ptr(buffer)?;
+        let mut out = vec![0u8; checked(len)?];
+        // SAFETY: the caller checked the range; the copy is synchronous into `out`, which has
+        // exactly `len` bytes.
+        let result = unsafe { cu::memcpy_dtoh_sync(&mut out, ptr + offset) };
+        self.track(result)?;
+        Ok(out)
+    }
+
+    fn fill(&mut self, buffer: Handle, value: u8, stream: Handle) -> Result<(), GpuError> {
+        self.bind()?;
+        let (ptr, size) = match self.objects.get(&buffer) {
+            Some(Object::Buffer { ptr, size }) => (*ptr, *size),
+            _ => {
+                return Err(GpuError::InvalidArgument(format!(
+                    "{buffer:?} is not a device buffer"
+                )));
+            }
+        };
+        let stream = self.stream(stream)?;
+        // SAFETY: sets exactly the buffer's own bytes, on a stream of this context.
+        let result = unsafe { cu::memset_d8_async(ptr, value, size, stream) };
+        self.track(result)
+    }
+
+    fn copy(
+        &mut self,
+        dst: Handle,
+        dst_offset: u64,
+        src: Handle,
+        src_offset: u64,
+        len: u64,
+        stream: Handle,
+    ) -> Result<(), GpuError> {
+        self.bind()?;
+        let (dst, src) = (self.device_ptr(dst)?, self.device_ptr(src)?);
+        let stream = self.stream(stream)?;
+        // SAFETY: the caller checked both ranges against the buffers' sizes.
+        let result = unsafe {
+            cu::memcpy_dtod_async(dst + dst_offset, src + src_offset, checked(len)?, stream)
+        };
+        self.track(result)
+    }
+
+    fn host_alloc(&mut self, size: u64, pinned: bool) -> Result<Handle, GpuError> {
+        self.bind()?;
+        let size = checked(size)?;
+        if pinned {
+            // SAFETY: allocates page-locked host memory; the pointer is owned by the table entry
+            // and freed exactly once.
+            let ptr = unsafe { cu::malloc_host(size, 0) };
+            let ptr = self.track(ptr)?;
+            Ok(self.insert(Object::PinnedHost {
+                ptr: ptr.cast(),
+                size,
+            }))
+        } else {
+            let mut bytes = Vec::new();
+            bytes
+                .try_reserve_exact(size)
+                .map_err(|_| GpuError::OutOfMemory(format!("{size} bytes of host memory")))?;
+            bytes.resize(size, 0);
+            Ok(self.insert(Object::PageableHost(bytes)))
+        }
+    }
+
+    fn host_free(&mut self, buffer: Handle) -> Result<(), GpuError> {
+        self.remove(buffer, "host buffer", |o| {
+            matches!(o, Object::PinnedHost { .. } | Object::PageableHost(_))
+        })
+    }
+
+    fn host_write(&mut self, buffer: Handle, offset: u64, data: &[u8]) -> Result<(), GpuError> {
+        let bytes = self.host_bytes(buffer)?;
+        let start = checked(offset)?;
+        bytes
+            .get_mut(start..start + data.len())
+            .ok_or_else(|| GpuError::InvalidArgument("range outside the host buffer".into()))?
+            .copy_from_slice(data);
+        Ok(())
+    }
+
+    fn host_read(&mut self, buffer: Handle, offset: u64, len: u64) -> Result<Vec<u8>, GpuError> {
+        let bytes = self.host_bytes(buffer)?;
+        let start = checked(offset)?;
+        Ok(bytes
+            .get(start..start + checked(len)?)
+            .ok_or_else(|| GpuError::InvalidArgument("range outside the host buffer".into()))?
+            .to_vec())
+    }
+
+    fn upload(
+        &mut self,
+        dst: Handle,
+        dst_offset: u64,
+        src: Handle,
+        src_offset: u64,
+        len: u64,
+        stream: Handle,
+    ) -> Result<(), GpuError> {
+        self.bind()?;
+        let dst = self.device_ptr(dst)?;
+        let stream = self.stream(stream)?;
+        let (start, len) = (checked(src_offset)?, checked(len)?);
+        let host = self.host_bytes(src)?;
+        let host = host
+            .get(start..start + len)
+            .ok_or_else(|| GpuError::InvalidArgument("range outside the host buffer".into()))?;
+        // SAFETY: the caller checked the device range; the host range is a slice of memory this
+        // backend owns and frees only in `host_free`/`end_run`, both of which synchronise first
+        // or run after the plugin is gone, so it outlives the asynchronous copy.
+        let result = unsafe { cu::memcpy_htod_async(dst + dst_offset, host, stream) };
+        self.track(result)
+    }
+
+    fn download(
+        &mut self,
+        src: Handle,
+        src_offset: u64,
+        dst: Handle,
+        dst_offset: u64,
+        len: u64,
+        stream: Handle,
+    ) -> Result<(), GpuError> {
+        self.bind()?;
+        let src = self.device_ptr(src)?;
+        let stream = self.stream(stream)?;
+        let (start, len) = (checked(dst_offset)?, checked(len)?);
+        let host = self.host_bytes(dst)?;
+        let host = host
+            .get_mut(start..start + len)
+            .ok_or_else(|| GpuError::InvalidArgument("range outside the host buffer".into()))?;
+        // SAFETY: as in `upload`, for the opposite direction.
+        let result = unsafe { cu::memcpy_dtoh_async(host, src + src_offset, stream) };
+        self.track(result)
+    }
+
+    fn compile(&mut self, name: &str, source: &str) -> Result<Handle, GpuError> {
+        // SAFETY: only probes whether the shared library can be loaded.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(GpuError::CompileFailed(
+                "NVRTC (libnvrtc.so) is not installed: CUDA C cannot be compiled here; load PTX instead".into(),
+            ));
+        }
+        let ptx = self.compile_ptx(name, source)?;
+        self.load_ptx(&ptx)
+    }
+
+    fn load_ptx(&mut self, ptx: &str) -> Result<Handle, GpuError> {
+        self.bind()?;
+        let kernels = signature::from_ptx(ptx).map_err(GpuError::NotFound)?;
+        let image = CString::new(ptx)
+            .map_err(|_| GpuError::InvalidArgument("PTX contains a NUL byte".into()))?;
+        // SAFETY: `image` is a NUL-terminated PTX string that lives across the call.
+        let module = unsafe { cu::module::load_data(image.as_ptr().cast::<c_void>()) };
+        let module = self.track(module)?;
+        Ok(self.insert(Object::Module { module, kernels }))
+    }
+
+    fn unload(&mut self, module: Handle) -> Result<(), GpuError> {
+        self.remove(module, "module", |o| matches!(o, Object::Module { .. }))
+    }
+
+    fn kernel(&mut self, module: Handle, name: &str) -> Result<(Handle, Vec<u32>), GpuError> {
+        self.bind()?;
+        let (cu_module, params) = match self.objects.get(&module) {
+            Some(Object::Module { module, kernels }) => (
+                *module,
+                kernels.get(name).cloned().ok_or_else(|| {
+                    GpuError::NotFound(format!(
+                        "no kernel {name:?} in the module (is it extern \"C\"?)"
+                    ))
+                })?,
+            ),
+            _ => {
+                return Err(GpuError::InvalidArgument(format!(
+                    "{module:?} is not a module"
+                )));
+            }
+        };
+        let c_name = CString::new(name)
+            .map_err(|_| GpuError::InvalidArgument("kernel name contains NUL".into()))?;
+        // SAFETY: `cu_module` is a loaded module of this context.
+        let function = unsafe { cu::module::get_function(cu_module, c_name) };
+        let function = self.track(function)?;
+        Ok((self.insert(Object::Kernel(function)), params))
+    }
+
+    fn launch(
+        &mut self,
+        kernel: Handle,
+        config: &LaunchConfig,
+        args: &[KernelArg],
+        stream: Handle,
+    ) -> Result<(), GpuError> {
+        self.bind()?;
+        let function = match self.objects.get(&kernel) {
+            Some(Object::Kernel(function)) => *function,
+            _ => {
+                return Err(GpuError::InvalidArgument(format!(
+                    "{kernel:?} is not a kernel"
+                )));
+            }
+        };
+        let stream = self.stream(stream)?;
+        // Each argument gets an 8-byte slot; CUDA reads as many bytes as the parameter declares
+        // (the caller checked that they match), from the slot's start.
+        let mut slots = Vec::with_capacity(args.len());
+        for arg in args {
+            slots.push(match *arg {
+                KernelArg::Buffer(h) => self.device_ptr(h)?,
+                KernelArg::I32(v) => u64::from(v as u32),
+                KernelArg::U32(v) => u64::from(v),
+                KernelArg::I64(v) => v as u64,
+                KernelArg::U64(v) => v,
+                KernelArg::F32(v) => u64::from(v.to_bits()),
+                KernelArg::F64(v) => v.to_bits(),
+            });
+        }
+        let mut pointers: Vec<*mut c_void> =
+            slots.iter_mut().map(|s| (s as *mut u64).cast()).collect();
+        // SAFETY: `function` belongs to a module loaded in this context; the argument count and
+        // sizes were checked against the kernel's PTX declaration; buffers are live device
+        // allocations of this context; `slots` outlives the call (the driver copies parameters
+        // at launch), and little-endian slots hold 4-byte values in their first bytes.
+        let result = unsafe {
+            cu::launch_kernel(
+                function,
+                config.grid,
+                config.block,
+                config.shared_mem_bytes,
+                stream,
+                &mut pointers,
+            )
+        };
+        self.track(result)
+    }
+
+    fn stream_create(&mut self) -> Result<Handle, GpuError> {
+        self.bind()?;
+        let stream = cu::stream::create(cu::stream::StreamKind::NonBlocking);
+        let stream = self.track(stream)?;
+        Ok(self.insert(Object::Stream(stream)))
+    }
+
+    fn stream_destroy(&mut self, stream: Handle) -> Result<(), GpuError> {
+        self.remove(stream, "stream", |o| matches!(o, Object::Stream(_)))
+    }
+
+    fn stream_sync(&mut self, stream: Handle) -> Result<(), GpuError> {
+        self.bind()?;
+        let stream = self.stream(stream)?;
+        // SAFETY: a live stream of this context.
+        let result = unsafe { cu::stream::synchronize(stream) };
+        self.track(result)
+    }
+
+    fn event_create(&mut self) -> Result<Handle, GpuError> {
+        self.bind()?;
+        let event = cu::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let event = self.track(event)?;
+        Ok(self.insert(Object::Event(event)))
+    }
+
+    fn event_destroy(&mut self, event: Handle) -> Result<(), GpuError> {
+        self.remove(event, "event", |o| matches!(o, Object::Event(_)))
+    }
+
+    fn event_record(&mut self, event: Handle, stream: Handle) -> Result<(), GpuError> {
+        self.bind()?;
+        let (event, stream) = (self.event(event)?, self.stream(stream)?);
+        // SAFETY: a live event and a live stream of this context.
+        let result = unsafe { cu::event::record(event, stream) };
+        self.track(result)
+    }
+
+    fn event_sync(&mut self, event: Handle) -> Result<(), GpuError> {
+        self.bind()?;
+        let event = self.event(event)?;
+        // SAFETY: a live event of this context.
+        let result = unsafe { cu::event::synchronize(event) };
+        self.track(result)
+    }
+
+    fn event_elapsed_ms(&mut self, start: Handle, end: Handle) -> Result<f32, GpuError> {
+        self.bind()?;
+        let (start, end) = (self.event(start)?, self.event(end)?);
+        // SAFETY: live events of this context.
+        let result = unsafe { cu::event::elapsed(start, end) };
+        self.track(result)
+    }
+
+    fn end_run(&mut self) -> Leftovers {
+        let _ = self.ctx.bind_to_thread();
+        // Work still queued may use what is about to be freed.
+        let _ = self.ctx.synchronize();
+        let mut left = Leftovers::default();
+        for (_, object) in self.objects.drain() {
+            match object {
+                Object::Buffer { .. } => left.buffers += 1,
+                Object::PinnedHost { .. } | Object::PageableHost(_) => left.host_buffers += 1,
+                Object::Module { .. } => left.modules += 1,
+                Object::Stream(_) | Object::Event(_) => left.streams_and_events += 1,
+                Object::Kernel(_) => {}
+            }
+            CudaGpu::free_object(object);
+        }
+        if self.faulted {
+            // A fault poisons the context for good: start the next run on a new one.
+            match CudaContext::new_non_primary(self.ordinal, 0) {
+                Ok(ctx) => {
+                    self.ctx = ctx;
+                    self.faulted = false;
+                }
+                Err(e) => tracing::error!(error = ?e, "cannot replace the faulted CUDA context"),
+            }
+        }
+        left
+    }
+}

@@ -1,0 +1,274 @@
+//! Kernel signatures: the size of each declared parameter, read from PTX `.entry` directives or
+//! from `__global__` declarations in CUDA C source.
+//!
+//! Launch arguments are checked against these sizes before anything reaches the driver, so a
+//! plugin that passes the wrong number or kind of arguments gets an error, not a corrupted launch.
+
+use std::collections::BTreeMap;
+
+/// Kernel name to parameter sizes in bytes.
+pub type Signatures = BTreeMap<String, Vec<u32>>;
+
+/// Reads every `.entry` of a PTX module.
+pub fn from_ptx(ptx: &str) -> Result<Signatures, String> {
+    let mut kernels = Signatures::new();
+    let mut rest = ptx;
+    while let Some(at) = find_directive(rest, ".entry") {
+        rest = &rest[at + ".entry".len()..];
+        let open = rest.find('(');
+        let brace = rest.find('{');
+        let name_end = match (open, brace) {
+            (Some(o), Some(b)) => o.min(b),
+            (Some(o), None) => o,
+            (None, Some(b)) => b,
+            (None, None) => return Err("an .entry has no body".into()),
+        };
+        let name = rest[..name_end].trim().to_string();
+        if name.is_empty() {
+            return Err("an .entry has no name".into());
+        }
+        let mut sizes = Vec::new();
+        if open == Some(name_end) {
+            let close = rest
+                .find(')')
+                .ok_or_else(|| format!("{name}: unclosed parameter list"))?;
+            for param in rest[name_end + 1..close].split(',') {
+                let param = param.trim();
+                if param.is_empty() {
+                    continue;
+                }
+                sizes.push(
+                    ptx_param_size(param)
+                        .ok_or_else(|| format!("{name}: cannot size {param:?}"))?,
+                );
+            }
+            rest = &rest[close..];
+        }
+        kernels.insert(name, sizes);
+    }
+    Ok(kernels)
+}
+
+/// Finds `directive` as a whole word outside comments.
+fn find_directive(text: &str, directive: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(found) = text[from..].find(directive) {
+        let at = from + found;
+        let after = text[at + directive.len()..].chars().next();
+        let line_start = text[..at].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let commented = text[line_start..at].contains("//");
+        if !commented && after.is_some_and(char::is_whitespace) {
+            return Some(at);
+        }
+        from = at + directive.len();
+    }
+    None
+}
+
+/// `.param .u64 .ptr .global .align 8 foo` is 8 bytes; `.param .align 4 .b8 foo[12]` is 12.
+fn ptx_param_size(param: &str) -> Option<u32> {
+    let words: Vec<&str> = param.split_whitespace().collect();
+    if words.first() != Some(&".param") {
+        return None;
+    }
+    let ty = words.iter().find(|w| {
+        matches!(
+            w.get(..2),
+            Some(".u") | Some(".s") | Some(".f") | Some(".b")
+        ) && w[2..].chars().all(|c| c.is_ascii_digit())
+            && w.len() > 2
+    })?;
+    let bits: u32 = ty[2..].parse().ok()?;
+    let last = words.last()?;
+    match (last.find('['), last.find(']')) {
+        (Some(open), Some(close)) if open < close => {
+            let count: u32 = last[open + 1..close].parse().ok()?;
+            Some(bits / 8 * count)
+        }
+        _ => Some(bits / 8),
+    }
+}
+
+/// Reads every `__global__` function of CUDA C source. Kernels must be `extern "C"` for their
+/// names to be found, as with NVRTC; templates are not supported.
+pub fn from_cuda_source(source: &str) -> Result<Signatures, String> {
+    let code = strip_comments(source);
+    check_balanced(&code)?;
+    let mut kernels = Signatures::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("__global__") {
+        rest = &rest[at + "__global__".len()..];
+        let open = rest
+            .find('(')
+            .ok_or("a __global__ function has no parameter list")?;
+        let name = rest[..open]
+            .split_whitespace()
+            .last()
+            .ok_or("a __global__ function has no name")?
+            .to_string();
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("cannot read the kernel name {name:?}"));
+        }
+        let close = rest[open..]
+            .find(')')
+            .ok_or_else(|| format!("{name}: unclosed parameter list"))?
+            + open;
+        let params = rest[open + 1..close].trim();
+        let mut sizes = Vec::new();
+        if !params.is_empty() && params != "void" {
+            for param in params.split(',') {
+                sizes.push(c_param_size(param).ok_or_else(|| {
+                    format!("{name}: unsupported parameter type in {:?}", param.trim())
+                })?);
+            }
+        }
+        kernels.insert(name, sizes);
+        rest = &rest[close..];
+    }
+    if kernels.is_empty() {
+        return Err("no __global__ kernel in the source".into());
+    }
+    Ok(kernels)
+}
+
+fn c_param_size(param: &str) -> Option<u32> {
+    if param.contains('*') {
+        return Some(8);
+    }
+    let words: Vec<&str> = param
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "const" | "volatile" | "__restrict__" | "signed"))
+        .collect();
+    // The last word is the parameter's name.
+    let ty = words.get(..words.len().checked_sub(1)?)?.join(" ");
+    Some(match ty.as_str() {
+        "char" | "unsigned char" | "bool" | "int8_t" | "uint8_t" => 1,
+        "short" | "unsigned short" | "int16_t" | "uint16_t" => 2,
+        "int" | "unsigned" | "unsigned int" | "float" | "int32_t" | "uint32_t" => 4,
+        "long long" | "unsigned long long" | "long" | "unsigned long" | "size_t" | "double"
+        | "int64_t" | "uint64_t" => 8,
+        _ => return None,
+    })
+}
+
+fn strip_comments(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut chars = source.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('/', Some('/')) => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+                out.push(' ');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn check_balanced(code: &str) -> Result<(), String> {
+    let mut stack = Vec::new();
+    for (line, text) in code.lines().enumerate() {
+        for c in text.chars() {
+            match c {
+                '(' | '{' | '[' => stack.push((c, line + 1)),
+                ')' | '}' | ']' => {
+                    let want = match c {
+                        ')' => '(',
+                        '}' => '{',
+                        _ => '[',
+                    };
+                    match stack.pop() {
+                        Some((open, _)) if open == want => {}
+                        _ => return Err(format!("line {}: unexpected '{c}'", line + 1)),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    match stack.pop() {
+        Some((open, line)) => Err(format!("line {line}: '{open}' is never closed")),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptx_entries_give_parameter_sizes() {
+        let ptx = r#"
+//
+// Generated by NVIDIA NVVM Compiler
+.version 8.5
+.target sm_90
+.address_size 64
+
+	// .globl	vector_add
+.visible .entry vector_add(
+	.param .u64 .ptr .align 1 vector_add_param_0,
+	.param .u64 .ptr .align 1 vector_add_param_1,
+	.param .u64 vector_add_param_2,
+	.param .u32 vector_add_param_3,
+	.param .align 4 .b8 vector_add_param_4[12]
+)
+{
+	ret;
+}
+.visible .entry empty()
+{
+	ret;
+}
+"#;
+        let kernels = from_ptx(ptx).unwrap();
+        assert_eq!(kernels["vector_add"], vec![8, 8, 8, 4, 12]);
+        assert_eq!(kernels["empty"], Vec::<u32>::new());
+    }
+
+    #[test]
+    fn cuda_declarations_give_parameter_sizes() {
+        let source = r#"
+// a comment with __global__ in it
+extern "C" __global__ void vector_add(const float* __restrict__ a, const float *b, float* c, unsigned int n) {
+    unsigned int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) { c[i] = a[i] + b[i]; }
+}
+/* another __global__ */
+extern "C" __global__ void scale(double *x, double factor, long long n, int flag) {}
+extern "C" __global__ void empty(void) {}
+"#;
+        let kernels = from_cuda_source(source).unwrap();
+        assert_eq!(kernels["vector_add"], vec![8, 8, 8, 4]);
+        assert_eq!(kernels["scale"], vec![8, 8, 8, 4]);
+        assert_eq!(kernels["empty"], Vec::<u32>::new());
+    }
+
+    #[test]
+    fn broken_source_is_a_compile_error() {
+        for bad in [
+            "extern \"C\" __global__ void k(int n) { if (n) { }",
+            "int main() { return 0; }",
+            "extern \"C\" __global__ void k(struct Big b) {}",
+            "extern \"C\" __global__ void k(int n)) {}",
+        ] {
+            assert!(from_cuda_source(bad).is_err(), "{bad}");
+        }
+    }
+}

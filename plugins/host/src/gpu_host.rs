@@ -1,0 +1,619 @@
+//! The `gpu` and `report` imports: every call checks its arguments and the run's limits before
+//! the backend sees it, and every resource is counted so that a run cannot hoard the device.
+
+use passage_gpu::{GpuError, Handle, KernelArg, LaunchConfig};
+use wasmtime::component::Resource;
+
+use crate::bindings::GpuError as WitGpuError;
+use crate::bindings::passage::plugin::{gpu, report, types};
+use crate::state::{LogLevel, Metric, RunEvent, RunState};
+
+/// The most bytes one `read` or `write` call moves between the plugin and the host.
+const MAX_TRANSFER: u64 = 256 << 20;
+
+/// A device buffer of the run.
+#[derive(Debug)]
+pub struct BufferRes {
+    handle: Handle,
+    size: u64,
+}
+
+/// Host memory of the run.
+#[derive(Debug)]
+pub struct HostMemoryRes {
+    handle: Handle,
+    size: u64,
+    pinned: bool,
+}
+
+/// A loaded module.
+#[derive(Debug)]
+pub struct ModuleRes {
+    handle: Handle,
+}
+
+/// A kernel and its declared parameter sizes.
+#[derive(Debug)]
+pub struct KernelRes {
+    handle: Handle,
+    name: String,
+    params: Vec<u32>,
+}
+
+/// A stream.
+#[derive(Debug)]
+pub struct StreamRes {
+    handle: Handle,
+}
+
+/// An event.
+#[derive(Debug)]
+pub struct EventRes {
+    handle: Handle,
+}
+
+fn to_wit(error: GpuError) -> WitGpuError {
+    match error {
+        GpuError::OutOfMemory(m) => WitGpuError::OutOfMemory(m),
+        GpuError::LimitExceeded(m) => WitGpuError::LimitExceeded(m),
+        GpuError::InvalidArgument(m) => WitGpuError::InvalidArgument(m),
+        GpuError::CompileFailed(m) => WitGpuError::CompileFailed(m),
+        GpuError::NotFound(m) => WitGpuError::NotFound(m),
+        GpuError::KernelFault(m) => WitGpuError::KernelFault(m),
+        GpuError::Driver(m) => WitGpuError::Driver(m),
+    }
+}
+
+fn check_range(what: &str, size: u64, offset: u64, len: u64) -> Result<(), GpuError> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(GpuError::InvalidArgument(format!(
+            "{what}: bytes {offset}..{} are outside its {size} bytes",
+            offset.saturating_add(len)
+        ))),
+    }
+}
+
+fn check_transfer(len: u64) -> Result<(), GpuError> {
+    if len > MAX_TRANSFER {
+        return Err(GpuError::InvalidArgument(format!(
+            "{len} bytes in one call; move at most {MAX_TRANSFER} bytes per read or write"
+        )));
+    }
+    Ok(())
+}
+
+impl RunState {
+    /// Runs `call` on the GPU, remembering faults and translating errors for the plugin.
+    fn with_gpu<T>(
+        &mut self,
+        call: impl FnOnce(&mut (dyn passage_gpu::GpuBackend + 'static)) -> Result<T, GpuError>,
+    ) -> Result<T, WitGpuError> {
+        let result = match self.gpu() {
+            Ok(gpu) => call(gpu),
+            Err(e) => Err(e),
+        };
+        self.note(result).map_err(to_wit)
+    }
+
+    fn admit_resource(&self) -> Result<(), WitGpuError> {
+        if self.resources >= self.resource_limit {
+            return Err(WitGpuError::LimitExceeded(format!(
+                "{} GPU resources are alive; drop some before creating more",
+                self.resource_limit
+            )));
+        }
+        Ok(())
+    }
+
+    fn added<T: Send + 'static>(&mut self, value: T) -> wasmtime::Result<Resource<T>> {
+        let resource = self.table.push(value)?;
+        self.resources += 1;
+        Ok(resource)
+    }
+
+    fn removed<T: 'static>(&mut self, resource: Resource<T>) -> wasmtime::Result<T> {
+        let value = self.table.delete(resource)?;
+        self.resources = self.resources.saturating_sub(1);
+        Ok(value)
+    }
+
+    fn buffer(&self, resource: &Resource<BufferRes>) -> wasmtime::Result<(Handle, u64)> {
+        let buffer = self.table.get(resource)?;
+        Ok((buffer.handle, buffer.size))
+    }
+
+    fn host_buffer(&self, resource: &Resource<HostMemoryRes>) -> wasmtime::Result<(Handle, u64)> {
+        let buffer = self.table.get(resource)?;
+        Ok((buffer.handle, buffer.size))
+    }
+
+    fn stream(&self, resource: &Resource<StreamRes>) -> wasmtime::Result<Handle> {
+        Ok(self.table.get(resource)?.handle)
+    }
+
+    fn event(&self, resource: &Resource<EventRes>) -> wasmtime::Result<Handle> {
+        Ok(self.table.get(resource)?.handle)
+    }
+}
+
+type WitResult<T> = wasmtime::Result<Result<T, WitGpuError>>;
+
+impl types::Host for RunState {}
+
+impl gpu::Host for RunState {
+    fn device(&mut self) -> wasmtime::Result<gpu::DeviceInfo> {
+        let Some(gpu) = self.gpu.as_deref() else {
+            wasmtime::bail!("describe must not use the GPU");
+        };
+        let info = gpu.info();
+        Ok(gpu::DeviceInfo {
+            name: info.name.clone(),
+            total_memory: info.total_memory,
+            capability_major: info.capability.0,
+            capability_minor: info.capability.1,
+            multiprocessors: info.multiprocessors,
+            clock_khz: info.clock_khz,
+            memory_clock_khz: info.memory_clock_khz,
+            memory_bus_width: info.memory_bus_width,
+            pci_bus_id: info.pci_bus_id.clone(),
+            simulated: info.simulated,
+        })
+    }
+}
+
+impl gpu::HostBuffer for RunState {
+    fn alloc(&mut self, size: u64) -> WitResult<Resource<BufferRes>> {
+        if let Err(e) = self.admit_resource() {
+            return Ok(Err(e));
+        }
+        if size == 0 {
+            return Ok(Err(WitGpuError::InvalidArgument(
+                "a buffer needs at least one byte".into(),
+            )));
+        }
+        if self.gpu_bytes.saturating_add(size) > self.gpu_limit {
+            return Ok(Err(WitGpuError::LimitExceeded(format!(
+                "{size} more bytes would take the run past its GPU memory limit of {} bytes ({} in use)",
+                self.gpu_limit, self.gpu_bytes
+            ))));
+        }
+        match self.with_gpu(|gpu| gpu.alloc(size)) {
+            Ok(handle) => {
+                self.gpu_bytes += size;
+                Ok(Ok(self.added(BufferRes { handle, size })?))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn size(&mut self, buffer: Resource<BufferRes>) -> wasmtime::Result<u64> {
+        Ok(self.buffer(&buffer)?.1)
+    }
+
+    fn write(&mut self, buffer: Resource<BufferRes>, offset: u64, data: Vec<u8>) -> WitResult<()> {
+        let (handle, size) = self.buffer(&buffer)?;
+        Ok(self.with_gpu(|gpu| {
+            check_transfer(data.len() as u64)?;
+            check_range("buffer write", size, offset, data.len() as u64)?;
+            gpu.write(handle, offset, &data)
+        }))
+    }
+
+    fn read(&mut self, buffer: Resource<BufferRes>, offset: u64, len: u64) -> WitResult<Vec<u8>> {
+        let (handle, size) = self.buffer(&buffer)?;
+        Ok(self.with_gpu(|gpu| {
+            check_transfer(len)?;
+            check_range("buffer read", size, offset, len)?;
+            gpu.read(handle, offset, len)
+        }))
+    }
+
+    fn fill(
+        &mut self,
+        buffer: Resource<BufferRes>,
+        value: u8,
+        s: Resource<StreamRes>,
+    ) -> WitResult<()> {
+        let (handle, _) = self.buffer(&buffer)?;
+        let stream = self.stream(&s)?;
+        Ok(self.with_gpu(|gpu| gpu.fill(handle, value, stream)))
+    }
+
+    fn copy_from(
+        &mut self,
+        buffer: Resource<BufferRes>,
+        offset: u64,
+        src: Resource<BufferRes>,
+        src_offset: u64,
+        len: u64,
+        s: Resource<StreamRes>,
+    ) -> WitResult<()> {
+        let (dst, dst_size) = self.buffer(&buffer)?;
+        let (src, src_size) = self.buffer(&src)?;
+        let stream = self.stream(&s)?;
+        Ok(self.with_gpu(|gpu| {
+            check_range("copy destination", dst_size, offset, len)?;
+            check_range("copy source", src_size, src_offset, len)?;
+            gpu.copy(dst, offset, src, src_offset, len, stream)
+        }))
+    }
+
+    fn upload(
+        &mut self,
+        buffer: Resource<BufferRes>,
+        offset: u64,
+        src: Resource<HostMemoryRes>,
+        src_offset: u64,
+        len: u64,
+        s: Resource<StreamRes>,
+    ) -> WitResult<()> {
+        let (dst, dst_size) = self.buffer(&buffer)?;
+        let (src, src_size) = self.host_buffer(&src)?;
+        let stream = self.stream(&s)?;
+        Ok(self.with_gpu(|gpu| {
+            check_range("upload destination", dst_size, offset, len)?;
+            check_range("upload source", src_size, src_offset, len)?;
+            gpu.upload(dst, offset, src, src_offset, len, stream)
+        }))
+    }
+
+    fn download(
+        &mut self,
+        buffer: Resource<BufferRes>,
+        offset: u64,
+        dst: Resource<HostMemoryRes>,
+        dst_offset: u64,
+        len: u64,
+        s: Resource<StreamRes>,
+    ) -> WitResult<()> {
+        let (src, src_size) = self.buffer(&buffer)?;
+        let (dst, dst_size) = self.host_buffer(&dst)?;
+        let stream = self.stream(&s)?;
+        Ok(self.with_gpu(|gpu| {
+            check_range("download source", src_size, offset, len)?;
+            check_range("download destination", dst_size, dst_offset, len)?;
+            gpu.download(src, offset, dst, dst_offset, len, stream)
+        }))
+    }
+
+    fn drop(&mut self, buffer: Resource<BufferRes>) -> wasmtime::Result<()> {
+        let buffer = self.removed(buffer)?;
+        self.gpu_bytes = self.gpu_bytes.saturating_sub(buffer.size);
+        if let Some(gpu) = self.gpu.as_deref_mut() {
+            gpu.free(buffer.handle).ok();
+        }
+        Ok(())
+    }
+}
+
+impl gpu::HostHostMemory for RunState {
+    fn alloc(&mut self, size: u64, pinned: bool) -> WitResult<Resource<HostMemoryRes>> {
+        if let Err(e) = self.admit_resource() {
+            return Ok(Err(e));
+        }
+        if size == 0 {
+            return Ok(Err(WitGpuError::InvalidArgument(
+                "a host buffer needs at least one byte".into(),
+            )));
+        }
+        // Host memory counts against the same budget: it is memory the run takes from the machine.
+        if self.gpu_bytes.saturating_add(size) > self.gpu_limit {
+            return Ok(Err(WitGpuError::LimitExceeded(format!(
+                "{size} bytes of host memory would take the run past its memory limit of {} bytes",
+                self.gpu_limit
+            ))));
+        }
+        match self.with_gpu(|gpu| gpu.host_alloc(size, pinned)) {
+            Ok(handle) => {
+                self.gpu_bytes += size;
+                Ok(Ok(self.added(HostMemoryRes {
+                    handle,
+                    size,
+                    pinned,
+                })?))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn size(&mut self, buffer: Resource<HostMemoryRes>) -> wasmtime::Result<u64> {
+        Ok(self.host_buffer(&buffer)?.1)
+    }
+
+    fn pinned(&mut self, buffer: Resource<HostMemoryRes>) -> wasmtime::Result<bool> {
+        Ok(self.table.get(&buffer)?.pinned)
+    }
+
+    fn write(
+        &mut self,
+        buffer: Resource<HostMemoryRes>,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> WitResult<()> {
+        let (handle, size) = self.host_buffer(&buffer)?;
+        Ok(self.with_gpu(|gpu| {
+            check_transfer(data.len() as u64)?;
+            check_range("host buffer write", size, offset, data.len() as u64)?;
+            gpu.host_write(handle, offset, &data)
+        }))
+    }
+
+    fn read(
+        &mut self,
+        buffer: Resource<HostMemoryRes>,
+        offset: u64,
+        len: u64,
+    ) -> WitResult<Vec<u8>> {
+        let (handle, size) = self.host_buffer(&buffer)?;
+        Ok(self.with_gpu(|gpu| {
+            check_transfer(len)?;
+            check_range("host buffer read", size, offset, len)?;
+            gpu.host_read(handle, offset, len)
+        }))
+    }
+
+    fn drop(&mut self, buffer: Resource<HostMemoryRes>) -> wasmtime::Result<()> {
+        let buffer = self.removed(buffer)?;
+        self.gpu_bytes = self.gpu_bytes.saturating_sub(buffer.size);
+        if let Some(gpu) = self.gpu.as_deref_mut() {
+            gpu.host_free(buffer.handle).ok();
+        }
+        Ok(())
+    }
+}
+
+impl gpu::HostModule for RunState {
+    fn compile(&mut self, name: String, source: String) -> WitResult<Resource<ModuleRes>> {
+        if let Err(e) = self.admit_resource() {
+            return Ok(Err(e));
+        }
+        match self.with_gpu(|gpu| gpu.compile(&name, &source)) {
+            Ok(handle) => Ok(Ok(self.added(ModuleRes { handle })?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn load_ptx(&mut self, ptx: String) -> WitResult<Resource<ModuleRes>> {
+        if let Err(e) = self.admit_resource() {
+            return Ok(Err(e));
+        }
+        match self.with_gpu(|gpu| gpu.load_ptx(&ptx)) {
+            Ok(handle) => Ok(Ok(self.added(ModuleRes { handle })?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn kernel(
+        &mut self,
+        module: Resource<ModuleRes>,
+        name: String,
+    ) -> WitResult<Resource<KernelRes>> {
+        if let Err(e) = self.admit_resource() {
+            return Ok(Err(e));
+        }
+        let module = self.table.get(&module)?.handle;
+        match self.with_gpu(|gpu| gpu.kernel(module, &name)) {
+            Ok((handle, params)) => Ok(Ok(self.added(KernelRes {
+                handle,
+                name,
+                params,
+            })?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn drop(&mut self, module: Resource<ModuleRes>) -> wasmtime::Result<()> {
+        let module = self.removed(module)?;
+        if let Some(gpu) = self.gpu.as_deref_mut() {
+            gpu.unload(module.handle).ok();
+        }
+        Ok(())
+    }
+}
+
+impl gpu::HostKernel for RunState {
+    fn params(&mut self, kernel: Resource<KernelRes>) -> wasmtime::Result<Vec<u32>> {
+        Ok(self.table.get(&kernel)?.params.clone())
+    }
+
+    fn launch(
+        &mut self,
+        kernel: Resource<KernelRes>,
+        config: gpu::LaunchConfig,
+        args: Vec<gpu::KernelArg>,
+        s: Resource<StreamRes>,
+    ) -> WitResult<()> {
+        let (handle, name, params) = {
+            let kernel = self.table.get(&kernel)?;
+            (kernel.handle, kernel.name.clone(), kernel.params.clone())
+        };
+        let stream = self.stream(&s)?;
+        let mut lowered = Vec::with_capacity(args.len());
+        for arg in &args {
+            lowered.push(match arg {
+                gpu::KernelArg::Buffer(buffer) => KernelArg::Buffer(self.buffer(buffer)?.0),
+                gpu::KernelArg::S32(v) => KernelArg::I32(*v),
+                gpu::KernelArg::U32(v) => KernelArg::U32(*v),
+                gpu::KernelArg::S64(v) => KernelArg::I64(*v),
+                gpu::KernelArg::U64(v) => KernelArg::U64(*v),
+                gpu::KernelArg::F32(v) => KernelArg::F32(*v),
+                gpu::KernelArg::F64(v) => KernelArg::F64(*v),
+            });
+        }
+        let launch = LaunchConfig {
+            grid: (config.grid_x, config.grid_y, config.grid_z),
+            block: (config.block_x, config.block_y, config.block_z),
+            shared_mem_bytes: config.shared_mem_bytes,
+        };
+        Ok(self.with_gpu(|gpu| {
+            check_arguments(&name, &params, &lowered)?;
+            check_shape(&name, &launch)?;
+            gpu.launch(handle, &launch, &lowered, stream)
+        }))
+    }
+
+    fn drop(&mut self, kernel: Resource<KernelRes>) -> wasmtime::Result<()> {
+        self.removed(kernel)?;
+        Ok(())
+    }
+}
+
+/// Arguments must match the kernel's declared parameters in number and size.
+fn check_arguments(name: &str, params: &[u32], args: &[KernelArg]) -> Result<(), GpuError> {
+    if params.len() != args.len() {
+        return Err(GpuError::InvalidArgument(format!(
+            "kernel {name} takes {} arguments, {} were given",
+            params.len(),
+            args.len()
+        )));
+    }
+    for (i, (size, arg)) in params.iter().zip(args).enumerate() {
+        if *size != arg.size() {
+            return Err(GpuError::InvalidArgument(format!(
+                "kernel {name}: argument {i} is {} bytes ({arg:?}) but the parameter is {size} bytes",
+                arg.size()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_shape(name: &str, config: &LaunchConfig) -> Result<(), GpuError> {
+    let (gx, gy, gz) = config.grid;
+    let (bx, by, bz) = config.block;
+    if [gx, gy, gz, bx, by, bz].contains(&0) {
+        return Err(GpuError::InvalidArgument(format!(
+            "kernel {name}: grid {:?} and block {:?} need every dimension at least 1",
+            config.grid, config.block
+        )));
+    }
+    if u64::from(bx) * u64::from(by) * u64::from(bz) > 1024 {
+        return Err(GpuError::InvalidArgument(format!(
+            "kernel {name}: a block of {:?} has more than 1024 threads",
+            config.block
+        )));
+    }
+    Ok(())
+}
+
+impl gpu::HostStream for RunState {
+    fn create(&mut self) -> WitResult<Resource<StreamRes>> {
+        if let Err(e) = self.admit_resource() {
+            return Ok(Err(e));
+        }
+        match self.with_gpu(|gpu| gpu.stream_create()) {
+            Ok(handle) => Ok(Ok(self.added(StreamRes { handle })?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn synchronize(&mut self, s: Resource<StreamRes>) -> WitResult<()> {
+        let stream = self.stream(&s)?;
+        Ok(self.with_gpu(|gpu| gpu.stream_sync(stream)))
+    }
+
+    fn drop(&mut self, s: Resource<StreamRes>) -> wasmtime::Result<()> {
+        let stream = self.removed(s)?;
+        if let Some(gpu) = self.gpu.as_deref_mut() {
+            gpu.stream_destroy(stream.handle).ok();
+        }
+        Ok(())
+    }
+}
+
+impl gpu::HostEvent for RunState {
+    fn create(&mut self) -> WitResult<Resource<EventRes>> {
+        if let Err(e) = self.admit_resource() {
+            return Ok(Err(e));
+        }
+        match self.with_gpu(|gpu| gpu.event_create()) {
+            Ok(handle) => Ok(Ok(self.added(EventRes { handle })?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn record(&mut self, event: Resource<EventRes>, s: Resource<StreamRes>) -> WitResult<()> {
+        let event = self.event(&event)?;
+        let stream = self.stream(&s)?;
+        Ok(self.with_gpu(|gpu| gpu.event_record(event, stream)))
+    }
+
+    fn synchronize(&mut self, event: Resource<EventRes>) -> WitResult<()> {
+        let event = self.event(&event)?;
+        Ok(self.with_gpu(|gpu| gpu.event_sync(event)))
+    }
+
+    fn elapsed_ms(&mut self, end: Resource<EventRes>, start: Resource<EventRes>) -> WitResult<f32> {
+        let end = self.event(&end)?;
+        let start = self.event(&start)?;
+        Ok(self.with_gpu(|gpu| gpu.event_elapsed_ms(start, end)))
+    }
+
+    fn drop(&mut self, event: Resource<EventRes>) -> wasmtime::Result<()> {
+        let event = self.removed(event)?;
+        if let Some(gpu) = self.gpu.as_deref_mut() {
+            gpu.event_destroy(event.handle).ok();
+        }
+        Ok(())
+    }
+}
+
+impl report::Host for RunState {
+    fn metric(&mut self, name: String, value: f64, unit: String) -> wasmtime::Result<()> {
+        self.report(RunEvent::Metric(Metric { name, value, unit }));
+        Ok(())
+    }
+
+    fn progress(&mut self, fraction: f32, note: String) -> wasmtime::Result<()> {
+        self.report(RunEvent::Progress(fraction.clamp(0.0, 1.0), note));
+        Ok(())
+    }
+
+    fn log(&mut self, level: report::Level, message: String) -> wasmtime::Result<()> {
+        let level = match level {
+            report::Level::Debug => LogLevel::Debug,
+            report::Level::Info => LogLevel::Info,
+            report::Level::Warn => LogLevel::Warn,
+            report::Level::Error => LogLevel::Error,
+        };
+        self.report(RunEvent::Log(level, message));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_checked_against_parameters() {
+        let ok = [KernelArg::Buffer(Handle(1)), KernelArg::U32(3)];
+        assert!(check_arguments("k", &[8, 4], &ok).is_ok());
+        let err = check_arguments("k", &[8, 4], &ok[..1])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("takes 2 arguments, 1 were given"), "{err}");
+        let err = check_arguments("k", &[8, 8], &ok).unwrap_err().to_string();
+        assert!(err.contains("argument 1 is 4 bytes"), "{err}");
+    }
+
+    #[test]
+    fn launch_shapes_are_checked() {
+        let shape = |grid, block| LaunchConfig {
+            grid,
+            block,
+            shared_mem_bytes: 0,
+        };
+        assert!(check_shape("k", &shape((1, 1, 1), (1024, 1, 1))).is_ok());
+        assert!(check_shape("k", &shape((0, 1, 1), (32, 1, 1))).is_err());
+        assert!(check_shape("k", &shape((1, 1, 1), (32, 32, 2))).is_err());
+    }
+
+    #[test]
+    fn ranges_cannot_overflow() {
+        assert!(check_range("b", 16, 8, 8).is_ok());
+        assert!(check_range("b", 16, 9, 8).is_err());
+        assert!(check_range("b", 16, u64::MAX, 2).is_err());
+    }
+}

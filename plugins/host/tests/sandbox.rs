@@ -1,0 +1,340 @@
+//! Real plugin components in the real host, on the simulated GPU: the example plugin, and every
+//! way a plugin can misbehave. Each bad plugin must end in a clear error, leave the GPU clean,
+//! and leave the host able to run the next plugin.
+//!
+//! The components are built by `./x build` (or `./x test`) into `target/plugins`.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use passage_gpu::{FakeGpu, GpuBackend, GpuError};
+use passage_plugin_host::{
+    LoadedPlugin, ParamValue, PluginEngine, PluginError, RunLimits, RunResult, resolve_params,
+};
+
+fn plugin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PASSAGE_PLUGIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("plugins")
+}
+
+fn component(name: &str) -> Vec<u8> {
+    let path = plugin_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build the plugins first with ./x build",
+            path.display()
+        )
+    })
+}
+
+fn engine() -> &'static PluginEngine {
+    static ENGINE: OnceLock<PluginEngine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let cache = std::env::temp_dir().join(format!("passage-host-tests-{}", std::process::id()));
+        PluginEngine::new(Some(&cache)).unwrap()
+    })
+}
+
+fn misbehave() -> LoadedPlugin {
+    engine().load(&component("test/misbehave.wasm")).unwrap()
+}
+
+fn run_mode(
+    plugin: &LoadedPlugin,
+    mode: &str,
+    extra: &[(&str, &str)],
+    gpu: Box<dyn GpuBackend>,
+    limits: &RunLimits,
+) -> RunResult {
+    let mut given = vec![("mode".to_string(), mode.to_string())];
+    given.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let params = resolve_params(&plugin.info, &given).unwrap();
+    engine().run(plugin, &params, gpu, limits, Box::new(|_| {}))
+}
+
+/// After a failure, the same backend must serve a healthy run.
+fn assert_healthy(plugin: &LoadedPlugin, gpu: Box<dyn GpuBackend>) {
+    let result = run_mode(plugin, "ok", &[], gpu, &RunLimits::default());
+    let report = result.outcome.expect("the next run succeeds");
+    assert_eq!(report.metrics[0].value, 42.0);
+    assert!(report.leftovers.is_empty());
+}
+
+#[test]
+fn the_example_plugin_runs_on_the_simulated_gpu() {
+    let plugin = engine().load(&component("vector-add.wasm")).unwrap();
+    assert_eq!(plugin.info.name, "vector-add");
+    assert_eq!(plugin.sha256.len(), 64);
+    let gpu = FakeGpu::default();
+    let launches = gpu.launches();
+    let params = resolve_params(
+        &plugin.info,
+        &[
+            ("elements".into(), "4096".into()),
+            ("repetitions".into(), "5".into()),
+        ],
+    )
+    .unwrap();
+    let result = engine().run(
+        &plugin,
+        &params,
+        Box::new(gpu),
+        &RunLimits::default(),
+        Box::new(|_| {}),
+    );
+    let report = result.outcome.unwrap();
+    assert!(report.simulated);
+    assert!(
+        report.leftovers.is_empty(),
+        "the plugin frees what it allocates"
+    );
+    let metric = |name: &str| {
+        report
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
+    };
+    assert_eq!(
+        metric("verification"),
+        Some(-1.0),
+        "never PASS on a simulated device"
+    );
+    assert_eq!(metric("elements"), Some(4096.0));
+    assert!(metric("kernel time").unwrap() >= 0.0);
+    let launches = launches.lock().unwrap();
+    assert_eq!(launches.len(), 3 + 5, "warm-up and timed launches");
+    assert_eq!(launches[0].kernel, "vector_add");
+    assert_eq!(launches[0].config.grid, (16, 1, 1));
+}
+
+#[test]
+fn garbage_bytes_are_not_a_component() {
+    let err = engine().load(b"definitely not wasm").unwrap_err();
+    assert!(matches!(err, PluginError::NotAComponent(_)), "{err}");
+    let err = engine()
+        .load(b"\0asm\x0d\0\x01\0garbage after the header")
+        .unwrap_err();
+    assert!(matches!(err, PluginError::NotAComponent(_)), "{err}");
+}
+
+#[test]
+fn a_core_module_is_not_a_component() {
+    let err = engine().load(b"\0asm\x01\0\0\0").unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, PluginError::NotAComponent(_)), "{text}");
+    assert!(text.contains("component"), "{text}");
+}
+
+#[test]
+fn a_component_of_another_world_is_refused() {
+    let err = engine()
+        .load(&component("test/other-world.wasm"))
+        .unwrap_err();
+    assert!(matches!(err, PluginError::WrongWorld(_)), "{err}");
+}
+
+#[test]
+fn a_trap_fails_the_run_and_the_host_carries_on() {
+    let plugin = misbehave();
+    let result = run_mode(
+        &plugin,
+        "trap",
+        &[],
+        Box::new(FakeGpu::default()),
+        &RunLimits::default(),
+    );
+    let err = result.outcome.unwrap_err();
+    assert!(matches!(err, PluginError::Trap(_)), "{err}");
+    assert_healthy(&plugin, result.gpu);
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_at_the_time_limit() {
+    let plugin = misbehave();
+    let limits = RunLimits {
+        wall_time: Duration::from_millis(300),
+        ..RunLimits::default()
+    };
+    let started = Instant::now();
+    let result = run_mode(&plugin, "spin", &[], Box::new(FakeGpu::default()), &limits);
+    assert!(matches!(result.outcome, Err(PluginError::TimedOut(_))));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped promptly"
+    );
+    assert_healthy(&plugin, result.gpu);
+}
+
+#[test]
+fn unbounded_memory_growth_hits_the_wasm_memory_limit() {
+    let plugin = misbehave();
+    let limits = RunLimits {
+        wasm_memory: 64 << 20,
+        ..RunLimits::default()
+    };
+    let result = run_mode(&plugin, "grow", &[], Box::new(FakeGpu::default()), &limits);
+    let err = result.outcome.unwrap_err().to_string();
+    assert!(err.contains("memory"), "{err}");
+    assert_healthy(&plugin, result.gpu);
+}
+
+#[test]
+fn gpu_allocation_over_the_limit_is_refused() {
+    let plugin = misbehave();
+    let limits = RunLimits {
+        gpu_memory: 1 << 20,
+        ..RunLimits::default()
+    };
+    let result = run_mode(
+        &plugin,
+        "gpu-hog",
+        &[("bytes", "2Mi")],
+        Box::new(FakeGpu::default()),
+        &limits,
+    );
+    let err = result.outcome.unwrap_err().to_string();
+    assert!(
+        err.contains("LimitExceeded") && err.contains("GPU memory limit"),
+        "{err}"
+    );
+    // The device itself running out is reported as such.
+    let result = run_mode(
+        &plugin,
+        "gpu-hog",
+        &[("bytes", "64Mi")],
+        Box::new(FakeGpu::new(32 << 20)),
+        &RunLimits::default(),
+    );
+    let err = result.outcome.unwrap_err().to_string();
+    assert!(err.contains("OutOfMemory"), "{err}");
+    assert_healthy(&plugin, result.gpu);
+}
+
+#[test]
+fn a_kernel_that_does_not_compile_is_a_clear_error() {
+    let plugin = misbehave();
+    let result = run_mode(
+        &plugin,
+        "bad-kernel",
+        &[],
+        Box::new(FakeGpu::default()),
+        &RunLimits::default(),
+    );
+    let err = result.outcome.unwrap_err().to_string();
+    assert!(
+        err.contains("CompileFailed") && err.contains("broken.cu"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_kernel_arguments_never_reach_the_device() {
+    let plugin = misbehave();
+    let gpu = FakeGpu::default();
+    let launches = gpu.launches();
+    let result = run_mode(
+        &plugin,
+        "wrong-args",
+        &[],
+        Box::new(gpu),
+        &RunLimits::default(),
+    );
+    let err = result.outcome.unwrap_err().to_string();
+    assert!(err.contains("takes 2 arguments, 1 were given"), "{err}");
+    assert!(launches.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_kernel_fault_fails_the_run_even_if_the_plugin_ignores_it() {
+    let plugin = misbehave();
+    for mode in ["fault", "ignore-fault"] {
+        let mut gpu = FakeGpu::default();
+        gpu.fail_next_launch(GpuError::KernelFault(
+            "an illegal memory access was encountered".into(),
+        ));
+        let result = run_mode(&plugin, mode, &[], Box::new(gpu), &RunLimits::default());
+        let err = result.outcome.unwrap_err().to_string();
+        assert!(err.contains("illegal memory access"), "{mode}: {err}");
+        assert_healthy(&plugin, result.gpu);
+    }
+}
+
+#[test]
+fn what_a_plugin_leaks_is_freed_after_the_run() {
+    let plugin = misbehave();
+    // 8 MiB leaked on a 16 MiB device: the next run can take the whole device only if the leak
+    // was freed.
+    let result = run_mode(
+        &plugin,
+        "leak",
+        &[],
+        Box::new(FakeGpu::new(16 << 20)),
+        &RunLimits::default(),
+    );
+    let report = result.outcome.unwrap();
+    assert_eq!(report.leftovers.buffers, 8);
+    assert_eq!(report.leftovers.host_buffers, 8);
+    assert_eq!(report.leftovers.modules, 1);
+    assert_eq!(report.leftovers.streams_and_events, 16);
+    let result = run_mode(
+        &plugin,
+        "gpu-hog",
+        &[("bytes", "16Mi")],
+        result.gpu,
+        &RunLimits::default(),
+    );
+    assert!(result.outcome.is_ok(), "all device memory is free again");
+}
+
+#[test]
+fn too_many_live_resources_are_refused() {
+    let plugin = misbehave();
+    let limits = RunLimits {
+        resources: 10,
+        ..RunLimits::default()
+    };
+    let result = run_mode(&plugin, "leak", &[], Box::new(FakeGpu::default()), &limits);
+    let err = result.outcome.unwrap_err().to_string();
+    assert!(err.contains("LimitExceeded"), "{err}");
+}
+
+#[test]
+fn the_sandbox_has_no_files_sockets_or_environment() {
+    let plugin = misbehave();
+    let result = run_mode(
+        &plugin,
+        "escape",
+        &[],
+        Box::new(FakeGpu::default()),
+        &RunLimits::default(),
+    );
+    let report = result.outcome.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|(_, line)| line.starts_with("file: Err"))
+    );
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|(_, line)| line.starts_with("socket: Err"))
+    );
+}
+
+#[test]
+fn parameters_are_checked_before_the_run() {
+    let plugin = misbehave();
+    let err = resolve_params(&plugin.info, &[("bytes".into(), "0".into())]).unwrap_err();
+    assert!(matches!(err, PluginError::BadParam { .. }), "{err}");
+    let params = resolve_params(&plugin.info, &[]).unwrap();
+    assert_eq!(params[0], ("mode".into(), ParamValue::Text("ok".into())));
+}

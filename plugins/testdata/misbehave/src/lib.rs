@@ -1,0 +1,143 @@
+//! A plugin that misbehaves on purpose. Each `mode` is one way a plugin can go wrong; the host's
+//! tests run every mode and expect a clear error and a clean GPU afterwards.
+
+use passage_plugin_sdk::{
+    Buffer, Event, Guest, HostMemory, Module, Param, Params, PluginInfo, Stream, Value, export,
+    gpu, launch_1d, param, report,
+};
+
+struct Misbehave;
+
+const FAULTING_KERNEL: &str = r#"
+extern "C" __global__ void write_null(int *unused) {
+    int *nowhere = (int *)0;
+    *nowhere = 42;
+}
+"#;
+
+impl Guest for Misbehave {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "misbehave".into(),
+            version: "0.1.0".into(),
+            summary: "Misbehaves on purpose, for tests.".into(),
+            params: vec![
+                param(
+                    "mode",
+                    "trap, spin, grow, gpu-hog, bad-kernel, wrong-args, fault, ignore-fault, leak, escape, ok",
+                    Value::Text("ok".into()),
+                    None,
+                    None,
+                    "",
+                ),
+                param(
+                    "bytes",
+                    "GPU bytes for gpu-hog",
+                    Value::Integer(1 << 30),
+                    Some(1.0),
+                    None,
+                    "bytes",
+                ),
+            ],
+        }
+    }
+
+    fn run(params: Vec<Param>) -> Result<(), String> {
+        let params = Params::new(params);
+        match params.text("mode")?.as_str() {
+            "ok" => {
+                report::metric("answer", 42.0, "");
+                Ok(())
+            }
+            "trap" => panic!("deliberate panic"),
+            "spin" => {
+                let mut x = 0u64;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 16 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "gpu-hog" => {
+                let bytes = params.integer("bytes")? as u64;
+                let buffer = Buffer::alloc(bytes).map_err(|e| format!("{e:?}"))?;
+                report::metric("allocated", buffer.size() as f64, "bytes");
+                Ok(())
+            }
+            "bad-kernel" => Module::compile(
+                "broken.cu",
+                "extern \"C\" __global__ void k(int n) { if (n) { ",
+            )
+            .map(drop)
+            .map_err(|e| format!("{e:?}")),
+            "wrong-args" => {
+                let module =
+                    Module::compile("k.cu", "extern \"C\" __global__ void k(float *x, int n) {}")
+                        .map_err(|e| format!("{e:?}"))?;
+                let kernel = module.kernel("k").map_err(|e| format!("{e:?}"))?;
+                let stream = Stream::create().map_err(|e| format!("{e:?}"))?;
+                kernel
+                    .launch(launch_1d(32, 32), &[gpu::KernelArg::S32(1)], &stream)
+                    .map_err(|e| format!("{e:?}"))
+            }
+            mode @ ("fault" | "ignore-fault") => {
+                let module =
+                    Module::compile("fault.cu", FAULTING_KERNEL).map_err(|e| format!("{e:?}"))?;
+                let kernel = module.kernel("write_null").map_err(|e| format!("{e:?}"))?;
+                let stream = Stream::create().map_err(|e| format!("{e:?}"))?;
+                let unused = Buffer::alloc(4).map_err(|e| format!("{e:?}"))?;
+                let launched = kernel
+                    .launch(
+                        launch_1d(1, 32),
+                        &[gpu::KernelArg::Buffer(&unused)],
+                        &stream,
+                    )
+                    .and_then(|()| stream.synchronize());
+                match (mode, launched) {
+                    ("fault", Err(e)) => Err(format!("{e:?}")),
+                    ("fault", Ok(())) => Err("the faulting kernel did not fault".into()),
+                    // Carries on as if nothing happened: the host must still fail the run.
+                    _ => Ok(()),
+                }
+            }
+            "leak" => {
+                for _ in 0..8 {
+                    std::mem::forget(Buffer::alloc(1 << 20).map_err(|e| format!("{e:?}"))?);
+                    std::mem::forget(HostMemory::alloc(4096, true).map_err(|e| format!("{e:?}"))?);
+                    std::mem::forget(Stream::create().map_err(|e| format!("{e:?}"))?);
+                    std::mem::forget(Event::create().map_err(|e| format!("{e:?}"))?);
+                }
+                std::mem::forget(
+                    Module::compile("k.cu", "extern \"C\" __global__ void k() {}")
+                        .map_err(|e| format!("{e:?}"))?,
+                );
+                Ok(())
+            }
+            "escape" => {
+                let file = std::fs::read("/etc/passwd").map(|b| b.len());
+                let dir = std::fs::read_dir("/").map(|d| d.count());
+                let socket = std::net::TcpStream::connect("127.0.0.1:22").map(drop);
+                let env = std::env::vars().count();
+                report::log(report::Level::Info, &format!("file: {file:?}"));
+                report::log(report::Level::Info, &format!("dir: {dir:?}"));
+                report::log(report::Level::Info, &format!("socket: {socket:?}"));
+                report::log(
+                    report::Level::Info,
+                    &format!("environment variables: {env}"),
+                );
+                if file.is_ok() || dir.is_ok() || socket.is_ok() || env > 0 {
+                    return Err("the sandbox let something through".into());
+                }
+                Ok(())
+            }
+            other => Err(format!("unknown mode {other:?}")),
+        }
+    }
+}
+
+export!(Misbehave);
