@@ -159,9 +159,20 @@ impl GpuState {
     }
 }
 
+/// Who is looking at a page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Viewer {
+    /// Login name.
+    pub name: String,
+    /// Admins may refresh the inventory (and, later, approve requests).
+    pub is_admin: bool,
+}
+
 /// Hosts and GPUs in one read, as the hosts page needs them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InventoryView {
+    /// Who asked.
+    pub viewer: Viewer,
     /// Every configured host, by name.
     pub hosts: Vec<HostView>,
     /// Every GPU known on those hosts, by host and address.
@@ -175,15 +186,20 @@ pub mod service {
     use std::pin::Pin;
     use std::sync::Arc;
 
-    use super::InventoryView;
+    use super::{InventoryView, Viewer};
 
     /// A boxed future, so that the service can be a trait object.
     pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-    /// What the UI needs from the server's inventory.
+    /// What the UI needs from the server: who is asking, and the inventory.
     pub trait InventoryService: Send + Sync + 'static {
-        /// The stored inventory of every configured host.
-        fn snapshot(&self) -> BoxFuture<'_, Result<InventoryView, String>>;
+        /// The signed-in user behind these request headers, if any.
+        fn viewer<'a>(
+            &'a self,
+            headers: &'a axum::http::HeaderMap,
+        ) -> BoxFuture<'a, Result<Option<Viewer>, String>>;
+        /// The stored inventory of every configured host, for `viewer`.
+        fn snapshot(&self, viewer: Viewer) -> BoxFuture<'_, Result<InventoryView, String>>;
         /// Asks every host for a fresh inventory now and waits until all have answered or failed.
         fn refresh(&self) -> BoxFuture<'_, Result<(), String>>;
     }
@@ -193,18 +209,49 @@ pub mod service {
     pub struct Inventory(pub Arc<dyn InventoryService>);
 }
 
-/// Reads the inventory of every host.
-#[server]
-pub async fn load_inventory() -> Result<InventoryView, ServerFnError> {
+/// The service and the signed-in user of the current request.
+#[cfg(feature = "ssr")]
+async fn signed_in() -> Result<(service::Inventory, Option<Viewer>), ServerFnError> {
     let service = use_context::<service::Inventory>()
         .ok_or_else(|| ServerFnError::new("inventory service missing from context"))?;
-    service.0.snapshot().await.map_err(ServerFnError::new)
+    let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
+    let viewer = service
+        .0
+        .viewer(&headers)
+        .await
+        .map_err(ServerFnError::new)?;
+    Ok((service, viewer))
 }
 
-/// Refreshes every host's inventory now.
+/// Who is signed in, if anyone.
+#[server]
+pub async fn current_viewer() -> Result<Option<Viewer>, ServerFnError> {
+    Ok(signed_in().await?.1)
+}
+
+/// Reads the inventory of every host; `None` when nobody is signed in.
+#[server]
+pub async fn load_inventory() -> Result<Option<InventoryView>, ServerFnError> {
+    let (service, viewer) = signed_in().await?;
+    match viewer {
+        Some(viewer) => Ok(Some(
+            service
+                .0
+                .snapshot(viewer)
+                .await
+                .map_err(ServerFnError::new)?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Refreshes every host's inventory now (admins only).
 #[server]
 pub async fn refresh_inventory() -> Result<(), ServerFnError> {
-    let service = use_context::<service::Inventory>()
-        .ok_or_else(|| ServerFnError::new("inventory service missing from context"))?;
-    service.0.refresh().await.map_err(ServerFnError::new)
+    let (service, viewer) = signed_in().await?;
+    match viewer {
+        Some(viewer) if viewer.is_admin => service.0.refresh().await.map_err(ServerFnError::new),
+        Some(_) => Err(ServerFnError::new("only admins can refresh the inventory")),
+        None => Err(ServerFnError::new("sign in first")),
+    }
 }

@@ -42,13 +42,46 @@ pub fn App() -> impl IntoView {
                 <nav>
                     <A href="/">"Hosts & GPUs"</A>
                 </nav>
+                <Account/>
             </header>
             <main>
                 <Routes fallback=|| view! { <p class="notice">"No such page."</p> }>
                     <Route path=path!("/") view=pages::hosts::HostsPage/>
+                    <Route path=path!("/login") view=pages::login::LoginPage/>
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// Who is signed in, with a sign-out button; or a sign-in link.
+#[component]
+fn Account() -> impl IntoView {
+    let viewer = Resource::new(|| (), |_| inventory::current_viewer());
+    view! {
+        <div class="account">
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match viewer.await {
+                        Ok(Some(viewer)) => {
+                            view! {
+                                <span id="viewer">
+                                    {viewer.name.clone()}
+                                    {viewer.is_admin.then_some(" (admin)")}
+                                </span>
+                                <form method="post" action="/logout">
+                                    <button type="submit" class="link" id="sign-out">
+                                        "Sign out"
+                                    </button>
+                                </form>
+                            }
+                                .into_any()
+                        }
+                        _ => view! { <a href="/login">"Sign in"</a> }.into_any(),
+                    }
+                })}
+            </Transition>
+        </div>
     }
 }
 

@@ -8,13 +8,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use passage_app::inventory::InventoryView;
 use passage_app::inventory::service::{BoxFuture, InventoryService};
+use passage_app::inventory::{InventoryView, Viewer};
 use passage_hypervisor::{LibvirtHost, classify};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Auth;
 use crate::store::{Store, StoreError};
 
 /// The first retry of a failing host comes after this long, doubling up to the refresh period.
@@ -34,6 +35,8 @@ struct HostEntry {
 pub struct Inventory {
     store: Store,
     hosts: Arc<Vec<HostEntry>>,
+    /// Who may see it (the UI asks through the same handle).
+    auth: Auth,
 }
 
 /// How one host's inventory pass went.
@@ -53,9 +56,10 @@ pub enum PassOutcome {
 
 impl Inventory {
     /// An inventory over `hosts` (name and libvirt host), recording into `store`.
-    pub fn new(store: Store, hosts: Vec<(String, LibvirtHost)>) -> Inventory {
+    pub fn new(store: Store, hosts: Vec<(String, LibvirtHost)>, auth: Auth) -> Inventory {
         Inventory {
             store,
+            auth,
             hosts: Arc::new(
                 hosts
                     .into_iter()
@@ -161,9 +165,10 @@ impl Inventory {
         }
     }
 
-    /// The stored inventory.
-    pub async fn view(&self) -> Result<InventoryView, StoreError> {
+    /// The stored inventory, as `viewer` sees it.
+    pub async fn view(&self, viewer: Viewer) -> Result<InventoryView, StoreError> {
         Ok(InventoryView {
+            viewer,
             hosts: self.store.hosts().await?,
             gpus: self.store.gpus().await?,
         })
@@ -171,8 +176,25 @@ impl Inventory {
 }
 
 impl InventoryService for Inventory {
-    fn snapshot(&self) -> BoxFuture<'_, Result<InventoryView, String>> {
-        Box::pin(async move { self.view().await.map_err(|e| e.to_string()) })
+    fn viewer<'a>(
+        &'a self,
+        headers: &'a axum::http::HeaderMap,
+    ) -> BoxFuture<'a, Result<Option<Viewer>, String>> {
+        Box::pin(async move {
+            let user = self
+                .auth
+                .authenticate(headers)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(user.map(|u| Viewer {
+                name: u.name,
+                is_admin: u.is_admin,
+            }))
+        })
+    }
+
+    fn snapshot(&self, viewer: Viewer) -> BoxFuture<'_, Result<InventoryView, String>> {
+        Box::pin(async move { self.view(viewer).await.map_err(|e| e.to_string()) })
     }
 
     fn refresh(&self) -> BoxFuture<'_, Result<(), String>> {

@@ -4,6 +4,7 @@
 //! process is here ([`Portal`]).
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod inventory;
 pub mod store;
@@ -34,6 +35,14 @@ pub struct AppState {
     pub store: Store,
     /// The hosts' inventory.
     pub inventory: Inventory,
+    /// Accounts and sign-in.
+    pub auth: auth::Auth,
+}
+
+impl axum::extract::FromRef<AppState> for auth::Auth {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
 }
 
 impl axum::extract::FromRef<AppState> for LeptosOptions {
@@ -91,7 +100,14 @@ impl Portal {
                     .collect::<Vec<_>>(),
             )
             .await?;
-        let inventory = Inventory::new(store.clone(), hosts);
+        let auth = auth::Auth::new(store.clone());
+        let inventory = Inventory::new(store.clone(), hosts, auth.clone());
+        if store.count_users().await? == 0 {
+            tracing::warn!(
+                "no accounts yet: create the first admin with `passage user add NAME --admin` \
+                 (it reads the password from standard input)"
+            );
+        }
 
         let listener = TcpListener::bind(config.listen)
             .await
@@ -103,6 +119,7 @@ impl Portal {
             leptos_options: site,
             store: store.clone(),
             inventory: inventory.clone(),
+            auth,
         };
         let router = web::router(state);
 
@@ -111,10 +128,13 @@ impl Portal {
         let refreshers = inventory.spawn_refresh_loops(config.inventory_refresh, shutdown.clone());
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .context("the HTTP server failed")?;
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .context("the HTTP server failed")?;
             refreshers.join_all().await;
             inventory.disconnect().await;
             store.close().await;

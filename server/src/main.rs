@@ -35,6 +35,36 @@ enum Command {
     Serve,
     /// Print the configuration that `serve` would use, then exit.
     CheckConfig,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from standard input (asked twice on a terminal).
+    Add {
+        /// Login name: letters, digits, '.', '-', '_'.
+        name: String,
+        /// Make the user an admin.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a user and print it (it is shown only once).
+    Create {
+        /// A name for the token, e.g. the script that will use it.
+        name: String,
+        /// The user the token acts as.
+        #[arg(long)]
+        user: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,27 +89,73 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    match cli.command {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("passage: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
         Command::CheckConfig => {
             println!("{config:#?}");
-            ExitCode::SUCCESS
+            Ok(())
         }
-        Command::Serve => {
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("passage: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("passage: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Serve => runtime.block_on(serve(config)),
+        Command::User(UserCommand::Add { name, admin }) => {
+            runtime.block_on(add_user(config, &name, admin))
         }
+        Command::Token(TokenCommand::Create { name, user }) => {
+            runtime.block_on(create_token(config, &name, &user))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("passage: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn add_user(config: Config, name: &str, admin: bool) -> anyhow::Result<()> {
+    let password = read_password()?;
+    let store = passage_server::store::Store::open(&config.database_url).await?;
+    let auth = passage_server::auth::Auth::new(store.clone());
+    let user = auth.add_user(name, &password, admin).await?;
+    store.close().await;
+    println!(
+        "added {}{}",
+        user.name,
+        if user.is_admin { " (admin)" } else { "" }
+    );
+    Ok(())
+}
+
+async fn create_token(config: Config, name: &str, user: &str) -> anyhow::Result<()> {
+    let store = passage_server::store::Store::open(&config.database_url).await?;
+    let auth = passage_server::auth::Auth::new(store.clone());
+    let record = store
+        .user_by_name(user)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user {user:?}"))?;
+    let (_, secret) = auth.create_token(&record.into(), name).await?;
+    store.close().await;
+    println!("{secret}");
+    Ok(())
+}
+
+/// A password from standard input: asked twice without echo on a terminal, else the first line.
+fn read_password() -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let second = rpassword::prompt_password("Again: ")?;
+        anyhow::ensure!(first == second, "the passwords differ");
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
     }
 }
 

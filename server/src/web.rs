@@ -2,7 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::post;
+use axum::{Form, Router};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, file_and_error_handler, generate_route_list};
@@ -12,6 +18,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
+use crate::auth::{self, AuthError};
 use crate::config::Config;
 
 /// The name of the browser bundle: `pkg/passage.js` and `pkg/passage_bg.wasm`.
@@ -45,6 +52,8 @@ pub fn router(state: AppState) -> Router {
     let options = state.leptos_options.clone();
     Router::new()
         .merge(crate::api::routes())
+        .route("/login", post(login_form))
+        .route("/logout", post(logout_form))
         .leptos_routes_with_context(
             &state,
             routes,
@@ -52,7 +61,56 @@ pub fn router(state: AppState) -> Router {
             move || shell(options.clone()),
         )
         .fallback(file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn(auth::same_origin_guard))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The sign-in form's fields.
+#[derive(Debug, serde::Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+}
+
+/// Signs in from the login page's form and goes to the hosts page, or back with an error code.
+async fn login_form(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    match state
+        .auth
+        .login(&form.name, &form.password, client.ip())
+        .await
+    {
+        Ok((_, secret)) => (
+            [(
+                header::SET_COOKIE,
+                auth::session_cookie(&secret, auth::over_tls(&headers)),
+            )],
+            Redirect::to("/"),
+        )
+            .into_response(),
+        Err(AuthError::RateLimited(_)) => Redirect::to("/login?error=rate-limited").into_response(),
+        Err(AuthError::Store(e)) => {
+            tracing::error!(error = %e, "sign-in failed on the database");
+            Redirect::to("/login?error=unavailable").into_response()
+        }
+        Err(_) => Redirect::to("/login?error=credentials").into_response(),
+    }
+}
+
+/// Signs out and goes to the login page.
+async fn logout_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(e) = state.auth.logout(&headers).await {
+        tracing::error!(error = %e, "sign-out failed on the database");
+    }
+    (
+        [(header::SET_COOKIE, auth::cleared_cookie())],
+        Redirect::to("/login"),
+    )
+        .into_response()
 }

@@ -134,3 +134,89 @@ fn sigterm_shuts_the_server_down_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn with_input(mut command: Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn accounts_and_tokens_are_made_from_the_command_line_and_stored_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let mut command = passage();
+        command.args(args).env("PASSAGE_DATA_DIR", dir.path());
+        command
+    };
+    let password = "a password nobody guesses";
+    let added = with_input(
+        cli(&["user", "add", "ops", "--admin"]),
+        &format!("{password}\n"),
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&added.stdout).trim(),
+        "added ops (admin)"
+    );
+
+    let again = with_input(cli(&["user", "add", "ops"]), &format!("{password}\n"));
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already taken"));
+    let weak = with_input(cli(&["user", "add", "ada"]), "short\n");
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("at least 10 characters"));
+
+    let token = cli(&["token", "create", "nightly", "--user", "ops"])
+        .output()
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_string();
+    assert!(token.starts_with("psg_") && token.len() == 68, "{token}");
+    let missing = cli(&["token", "create", "x", "--user", "nobody"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no user \"nobody\""));
+
+    // Neither secret is anywhere in the database files.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("passage.db")
+        {
+            let bytes = std::fs::read(&path).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(
+                !text.contains(password),
+                "{} holds the password",
+                path.display()
+            );
+            assert!(
+                !text.contains(&token[4..]),
+                "{} holds the token",
+                path.display()
+            );
+        }
+    }
+}

@@ -8,8 +8,8 @@ use passage_app::inventory::{GpuState, GpuView, HostState, HostView};
 use passage_server::Portal;
 use serde_json::Value;
 
-async fn refresh(base: &str) -> Vec<HostView> {
-    let response = reqwest::Client::new()
+async fn refresh(http: &reqwest::Client, base: &str) -> Vec<HostView> {
+    let response = http
         .post(format!("{base}/api/v1/inventory/refresh"))
         .send()
         .await
@@ -22,12 +22,12 @@ async fn refresh(base: &str) -> Vec<HostView> {
 async fn the_api_lists_hosts_and_gpus_and_an_offline_host_does_not_disturb_them() {
     let dir = tempfile::tempdir().unwrap();
     let offline = "test:///nonexistent/passage/offline.xml";
-    let portal = Portal::start(common::config(
+    let config = common::config(
         dir.path(),
         &[("simulated", "simulated"), ("offline", offline)],
-    ))
-    .await
-    .unwrap();
+    );
+    let http = common::client(&common::token_for(&config, "ops", true).await);
+    let portal = Portal::start(config).await.unwrap();
     let base = format!("http://{}", portal.address);
 
     let health: Value = reqwest::get(format!("{base}/healthz"))
@@ -38,7 +38,7 @@ async fn the_api_lists_hosts_and_gpus_and_an_offline_host_does_not_disturb_them(
         .unwrap();
     assert_eq!(health["status"], "ok");
 
-    let hosts = refresh(&base).await;
+    let hosts = refresh(&http, &base).await;
     let names: Vec<(&str, HostState)> = hosts.iter().map(|h| (h.name.as_str(), h.state)).collect();
     assert_eq!(
         names,
@@ -55,7 +55,9 @@ async fn the_api_lists_hosts_and_gpus_and_an_offline_host_does_not_disturb_them(
     assert_eq!(hosts[1].gpu_count, 8);
     assert_eq!(hosts[1].driver.as_deref(), Some("TEST"));
 
-    let gpus: Vec<GpuView> = reqwest::get(format!("{base}/api/v1/gpus"))
+    let gpus: Vec<GpuView> = http
+        .get(format!("{base}/api/v1/gpus"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -76,18 +78,22 @@ async fn the_api_lists_hosts_and_gpus_and_an_offline_host_does_not_disturb_them(
     let degraded = gpus.iter().find(|g| g.address == "0000:4e:00.0").unwrap();
     assert!(degraded.link.as_ref().unwrap().degraded);
 
-    let h100: Vec<GpuView> = reqwest::get(format!(
-        "{base}/api/v1/gpus?model=H100%20PCIe&state=available"
-    ))
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let h100: Vec<GpuView> = http
+        .get(format!(
+            "{base}/api/v1/gpus?model=H100%20PCIe&state=available"
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(h100.len(), 4);
     assert!(h100.iter().all(|g| g.numa_node == Some(0)));
 
-    let bad = reqwest::get(format!("{base}/api/v1/gpus?colour=green"))
+    let bad = http
+        .get(format!("{base}/api/v1/gpus?colour=green"))
+        .send()
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
@@ -101,12 +107,18 @@ async fn the_api_lists_hosts_and_gpus_and_an_offline_host_does_not_disturb_them(
     let body: Value = missing.json().await.unwrap();
     assert!(body["error"].is_string());
 
-    let page = reqwest::get(&base).await.unwrap().text().await.unwrap();
+    let page = http.get(&base).send().await.unwrap().text().await.unwrap();
     assert!(
         page.contains("0000:b1:00.0"),
         "the page is rendered on the server"
     );
     assert!(page.contains("unreachable"));
+    let anonymous = reqwest::get(&base).await.unwrap().text().await.unwrap();
+    assert!(
+        !anonymous.contains("0000:b1:00.0"),
+        "nothing is shown before signing in"
+    );
+    assert!(anonymous.contains("sign-in-prompt"));
 
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }
@@ -118,11 +130,11 @@ async fn the_inventory_survives_a_restart_and_tracks_a_host_that_goes_away() {
     std::fs::copy(common::simulated_host_file(), &host_file).unwrap();
     let uri = format!("test://{}", host_file.display());
 
-    let portal = Portal::start(common::config(dir.path(), &[("lab", &uri)]))
-        .await
-        .unwrap();
+    let config = common::config(dir.path(), &[("lab", &uri)]);
+    let http = common::client(&common::token_for(&config, "ops", true).await);
+    let portal = Portal::start(config).await.unwrap();
     let base = format!("http://{}", portal.address);
-    assert_eq!(refresh(&base).await[0].gpu_count, 8);
+    assert_eq!(refresh(&http, &base).await[0].gpu_count, 8);
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 
     // The host's file disappears while the portal is down: after a restart, the GPUs are still
@@ -132,13 +144,15 @@ async fn the_inventory_survives_a_restart_and_tracks_a_host_that_goes_away() {
         .await
         .unwrap();
     let base = format!("http://{}", portal.address);
-    let hosts = refresh(&base).await;
+    let hosts = refresh(&http, &base).await;
     assert_eq!(hosts[0].state, HostState::Unreachable);
     assert!(
         hosts[0].last_refresh.is_some(),
         "the last good inventory is kept"
     );
-    let gpus: Vec<GpuView> = reqwest::get(format!("{base}/api/v1/gpus"))
+    let gpus: Vec<GpuView> = http
+        .get(format!("{base}/api/v1/gpus"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -157,10 +171,12 @@ async fn the_inventory_survives_a_restart_and_tracks_a_host_that_goes_away() {
         format!("{}{}", &text[..device_start], &text[device_end..]),
     )
     .unwrap();
-    let hosts = refresh(&base).await;
+    let hosts = refresh(&http, &base).await;
     assert_eq!(hosts[0].state, HostState::Reachable);
     assert_eq!(hosts[0].gpu_count, 7);
-    let gpus: Vec<GpuView> = reqwest::get(format!("{base}/api/v1/gpus"))
+    let gpus: Vec<GpuView> = http
+        .get(format!("{base}/api/v1/gpus"))
+        .send()
         .await
         .unwrap()
         .json()
@@ -168,5 +184,166 @@ async fn the_inventory_survives_a_restart_and_tracks_a_host_that_goes_away() {
         .unwrap();
     let l40s = gpus.iter().find(|g| g.address == "0000:ca:00.0").unwrap();
     assert_eq!(l40s.state, GpuState::Missing);
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn every_endpoint_checks_who_is_asking() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(dir.path(), &[("simulated", "simulated")]);
+    let admin = common::client(&common::token_for(&config, "ops", true).await);
+    let user = common::client(&common::token_for(&config, "ada", false).await);
+    let portal = Portal::start(config).await.unwrap();
+    let base = format!("http://{}", portal.address);
+    let anonymous = reqwest::Client::new();
+
+    for path in [
+        "/api/v1/hosts",
+        "/api/v1/gpus",
+        "/api/v1/me",
+        "/api/v1/tokens",
+    ] {
+        let response = anonymous.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{path}");
+    }
+    assert_eq!(
+        user.get(format!("{base}/api/v1/gpus"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let refresh = format!("{base}/api/v1/inventory/refresh");
+    assert_eq!(user.post(&refresh).send().await.unwrap().status(), 403);
+    assert_eq!(anonymous.post(&refresh).send().await.unwrap().status(), 401);
+    assert_eq!(admin.post(&refresh).send().await.unwrap().status(), 200);
+
+    // A revoked token stops working at once.
+    let created: Value = user
+        .post(format!("{base}/api/v1/tokens"))
+        .json(&serde_json::json!({ "name": "ci" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ci = common::client(created["token"].as_str().unwrap());
+    let me: Value = ci
+        .get(format!("{base}/api/v1/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "ada");
+    let id = created["id"].as_i64().unwrap();
+    // Nobody revokes another user's token.
+    let theirs = admin
+        .delete(format!("{base}/api/v1/tokens/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 404);
+    let revoked = user
+        .delete(format!("{base}/api/v1/tokens/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    assert_eq!(
+        ci.get(format!("{base}/api/v1/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn sessions_sign_in_rate_limit_and_refuse_cross_site_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(dir.path(), &[("simulated", "simulated")]);
+    common::token_for(&config, "ada", false).await;
+    let portal = Portal::start(config).await.unwrap();
+    let base = format!("http://{}", portal.address);
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let login = |password: &str| {
+        browser
+            .post(format!("{base}/api/v1/login"))
+            .json(&serde_json::json!({ "name": "ada", "password": password }))
+            .send()
+    };
+    let ok = login("a long enough password").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let cookie = ok.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert_eq!(
+        browser
+            .get(format!("{base}/api/v1/gpus"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // A state change with the cookie from another site is refused.
+    let forged = browser
+        .post(format!("{base}/api/v1/tokens"))
+        .header("origin", "http://evil.example")
+        .json(&serde_json::json!({ "name": "stolen" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+
+    // A browser names the page's origin on every POST; one without it is refused.
+    let no_origin = browser
+        .post(format!("{base}/api/v1/logout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_origin.status(), 403);
+    let out = browser
+        .post(format!("{base}/api/v1/logout"))
+        .header("origin", &base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    assert_eq!(
+        browser
+            .get(format!("{base}/api/v1/gpus"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        statuses.push(login("wrong password").await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses[..10], [401; 10]);
+    assert_eq!(
+        statuses[10], 429,
+        "the eleventh failure in ten minutes is refused"
+    );
+    let limited = login("a long enough password").await.unwrap();
+    assert_eq!(limited.status(), 429, "even the right password waits");
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }

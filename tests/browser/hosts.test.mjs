@@ -1,7 +1,10 @@
 // The hosts page end to end: server-rendered, hydrated, filtered and refreshed in Chromium.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, startPortal } from './portal.mjs';
+import { launchBrowser, signIn, startPortal } from './portal.mjs';
+
+const ADMIN = { name: 'ops', password: 'operator password', admin: true };
+const USER = { name: 'ada', password: 'analytical engine', admin: false };
 
 let portal;
 let browser;
@@ -15,7 +18,7 @@ uri = "simulated"
 [[hosts]]
 name = "lab-offline"
 uri = "test:///nonexistent/passage/lab.xml"
-`);
+`, [ADMIN, USER]);
   browser = await launchBrowser();
 });
 
@@ -27,21 +30,42 @@ after(async () => {
   }
 });
 
-async function openHydrated(path = '/') {
-  const page = await browser.newPage();
+async function openHydrated(account = ADMIN) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(portal.url.replace(/\/$/, '') + path);
-  await page.waitForSelector('[data-hydrated="true"]', { timeout: 30_000 });
+  await signIn(page, portal.url, account.name, account.password);
   return { page, errors };
 }
 
-test('the page is rendered on the server with every simulated GPU', async () => {
+test('nothing is shown before signing in, and a wrong password is refused', async () => {
   const html = await (await fetch(portal.url)).text();
+  assert.ok(!html.includes('0000:17:00.0'), 'no GPU is listed to strangers');
+  assert.ok(html.includes('sign-in-prompt'));
+  assert.equal((await fetch(`${portal.url}api/v1/gpus`)).status, 401);
+
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${portal.url}login`);
+  await page.fill('input[name="name"]', ADMIN.name);
+  await page.fill('input[name="password"]', 'not the password');
+  await page.click('#sign-in');
+  await page.waitForSelector('#login-error');
+  assert.match(await page.locator('#login-error').innerText(), /Wrong name or password/);
+  await page.close();
+});
+
+test('the page is rendered on the server with every simulated GPU', async () => {
+  const { page } = await openHydrated();
+  const cookies = await page.context().cookies();
+  const session = cookies.find((c) => c.name === 'passage_session');
+  assert.ok(session && session.httpOnly && session.sameSite === 'Strict', 'a strict, HttpOnly session cookie');
+  const html = await (await fetch(portal.url, { headers: { cookie: `passage_session=${session.value}` } })).text();
   for (const address of ['0000:17:00.0', '0000:4e:00.0', '0000:98:00.0', '0000:e3:00.0']) {
     assert.ok(html.includes(address), `server-rendered HTML lists ${address}`);
   }
   assert.ok(html.includes('data-hydrated="false"'), 'the hydration marker starts false');
+  await page.close();
 });
 
 test('hosts and GPUs are shown by host and NUMA node after hydration', async () => {
@@ -92,6 +116,18 @@ test('refresh asks the hosts again and shows the new inventory time', async () =
   assert.match(await stamp.innerText(), /^last inventory \d{4}-\d\d-\d\dT/);
   assert.equal(await page.locator('button#refresh').innerText(), 'Refresh');
   assert.equal(await page.locator('section.host[data-host="lab-offline"]').getAttribute('data-state'), 'unreachable');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('a user who is not an admin sees the GPUs but cannot refresh, and can sign out', async () => {
+  const { page, errors } = await openHydrated(USER);
+  assert.equal(await page.locator('tr.gpu').count(), 8);
+  assert.equal(await page.locator('#refresh').count(), 0, 'no refresh button');
+  assert.match(await page.locator('#viewer').innerText(), /^ada$/);
+  await Promise.all([page.waitForURL((u) => u.pathname === '/login'), page.click('#sign-out')]);
+  await page.goto(portal.url);
+  await page.waitForSelector('#sign-in-prompt');
   assert.deepEqual(errors, []);
   await page.close();
 });

@@ -1,6 +1,6 @@
 // Starts a real `passage serve` for a test, on a free port with its own data directory,
 // and a headless Chromium to look at it.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,8 +8,11 @@ import { chromium } from 'playwright-core';
 
 const BIN = process.env.PASSAGE_BIN ?? '../../target/debug/passage';
 
-/** Starts the portal with `configToml` (listen and data_dir are filled in). */
-export async function startPortal(configToml = '') {
+/**
+ * Starts the portal with `configToml` (listen and data_dir are filled in), after creating
+ * `users` ({ name, password, admin }) with `passage user add`.
+ */
+export async function startPortal(configToml = '', users = []) {
   const dir = mkdtempSync(join(tmpdir(), 'passage-browser-'));
   const configFile = join(dir, 'passage.toml');
   writeFileSync(configFile, `listen = "127.0.0.1:0"\ndata_dir = "${dir}"\n${configToml}`);
@@ -17,6 +20,11 @@ export async function startPortal(configToml = '') {
   delete env.PASSAGE_LISTEN;
   delete env.PASSAGE_DATABASE_URL;
   delete env.PASSAGE_DATA_DIR;
+  for (const user of users) {
+    const args = ['user', 'add', user.name, '--config', configFile, ...(user.admin ? ['--admin'] : [])];
+    const added = spawnSync(BIN, args, { env, input: `${user.password}\n`, encoding: 'utf8' });
+    if (added.status !== 0) throw new Error(`passage user add ${user.name}: ${added.stderr}`);
+  }
   const child = spawn(BIN, ['serve', '--config', configFile], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   const url = await new Promise((resolve, reject) => {
@@ -52,4 +60,13 @@ export async function launchBrowser() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
     ],
   });
+}
+
+/** Signs in through the login page and waits for the hydrated hosts page. */
+export async function signIn(page, url, name, password) {
+  await page.goto(url.replace(/\/$/, '') + '/login');
+  await page.fill('input[name="name"]', name);
+  await page.fill('input[name="password"]', password);
+  await Promise.all([page.waitForURL((u) => u.pathname === '/'), page.click('#sign-in')]);
+  await page.waitForSelector('[data-hydrated="true"]', { timeout: 30_000 });
 }

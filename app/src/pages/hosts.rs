@@ -22,8 +22,12 @@ pub fn HostsPage() -> impl IntoView {
                 <h1>"Hosts & GPUs"</h1>
                 <Transition fallback=|| ()>
                     {move || Suspend::new(async move {
-                        let models = inventory.await.map(|inv| models_of(&inv.gpus)).unwrap_or_default();
-                        view! {
+                        let Ok(Some(inv)) = inventory.await else {
+                            return None;
+                        };
+                        let models = models_of(&inv.gpus);
+                        let admin = inv.viewer.is_admin;
+                        Some(view! {
                             <label class="filter">
                                 "Model "
                                 <select
@@ -38,18 +42,25 @@ pub fn HostsPage() -> impl IntoView {
                                         .collect_view()}
                                 </select>
                             </label>
-                        }
+                            {admin
+                                .then(|| {
+                                    view! {
+                                        <button
+                                            id="refresh"
+                                            on:click=move |_| {
+                                                refresh.dispatch(RefreshInventory {});
+                                            }
+                                            disabled=move || refresh.pending().get()
+                                        >
+                                            {move || {
+                                                if refresh.pending().get() { "Refreshing…" } else { "Refresh" }
+                                            }}
+                                        </button>
+                                    }
+                                })}
+                        })
                     })}
                 </Transition>
-                <button
-                    id="refresh"
-                    on:click=move |_| {
-                        refresh.dispatch(RefreshInventory {});
-                    }
-                    disabled=move || refresh.pending().get()
-                >
-                    {move || if refresh.pending().get() { "Refreshing…" } else { "Refresh" }}
-                </button>
             </div>
             {move || {
                 refresh
@@ -61,7 +72,16 @@ pub fn HostsPage() -> impl IntoView {
             <Transition fallback=|| view! { <p class="notice">"Loading the inventory…"</p> }>
                 {move || Suspend::new(async move {
                     match inventory.await {
-                        Ok(inv) if inv.hosts.is_empty() => {
+                        Ok(None) => {
+                            view! {
+                                <p class="notice" id="sign-in-prompt">
+                                    "Sign in to see the hosts and their GPUs: "
+                                    <a href="/login">"sign in"</a>
+                                </p>
+                            }
+                                .into_any()
+                        }
+                        Ok(Some(inv)) if inv.hosts.is_empty() => {
                             view! {
                                 <p class="notice">
                                     "No hosts are configured. Add one under [[hosts]] in the configuration file."
@@ -69,7 +89,7 @@ pub fn HostsPage() -> impl IntoView {
                             }
                                 .into_any()
                         }
-                        Ok(inv) => {
+                        Ok(Some(inv)) => {
                             let total = inv.gpus.len();
                             let all = inv.gpus.clone();
                             let shown = move || {
@@ -151,7 +171,7 @@ fn HostCard(host: HostView, gpus: Vec<GpuView>, model: ReadSignal<String>) -> im
                 <code class="uri">{host.uri.clone()}</code>
             </header>
             <p class="facts">
-                <span class="facts-text">{facts}</span>
+                {(!facts.is_empty()).then(|| view! { <span class="facts-text">{facts}</span> })}
                 <span class="last-refresh">{refreshed}</span>
             </p>
             {host.error.clone().map(|e| view! { <p class="error host-error">{e}</p> })}

@@ -49,6 +49,9 @@ enum Command {
         /// GPU memory limit of the run, in MiB.
         #[arg(long, default_value_t = 8192)]
         gpu_memory_mib: u64,
+        /// Memory limit of the plugin itself (its WebAssembly linear memory), in MiB.
+        #[arg(long, default_value_t = 256)]
+        wasm_memory_mib: usize,
         /// Where compiled plugins are cached (default: $XDG_CACHE_HOME/passage or ~/.cache/passage).
         #[arg(long)]
         cache_dir: Option<PathBuf>,
@@ -106,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             timeout,
             gpu_memory_mib,
+            wasm_memory_mib,
             cache_dir,
         } => {
             let given = params
@@ -130,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let limits = RunLimits {
                 wall_time: Duration::from_secs(timeout),
                 gpu_memory: gpu_memory_mib << 20,
+                wasm_memory: wasm_memory_mib << 20,
                 ..RunLimits::default()
             };
             let quiet = json;

@@ -1,10 +1,13 @@
 //! The real GPU, through the CUDA driver API (cudarc, loaded at run time).
 //!
 //! The library is found when the backend opens, so the agent builds and starts on machines
-//! without CUDA and says so. Each backend owns its own (non-primary) context; after a kernel
-//! fault, which poisons a context for good, [`GpuBackend::end_run`] replaces it, so the next
-//! run starts on a healthy one. CUDA C is compiled with NVRTC and the PTX cached on disk by the
-//! hash of the source, the architecture and the NVRTC version.
+//! without CUDA and says so. Each backend owns its own (non-primary) context. A kernel fault
+//! (an illegal address, say) is sticky for the whole process: on the H100 driver measured, even a
+//! new context in the same process fails afterwards. So after a fault [`GpuBackend::end_run`]
+//! destroys the context and the backend refuses further work with a message that says why;
+//! isolation between runs comes from running each job in its own process, as the agent does.
+//! CUDA C is compiled with NVRTC and the PTX cached on disk by the hash of the source, the
+//! architecture and the NVRTC version.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -41,8 +44,8 @@ enum Object {
 
 /// One CUDA device and everything a run created on it.
 pub struct CudaGpu {
-    ordinal: usize,
-    ctx: Arc<CudaContext>,
+    /// The device context; `None` only while a faulted one is being replaced.
+    ctx: Option<Arc<CudaContext>>,
     info: DeviceInfo,
     arch: &'static str,
     objects: HashMap<Handle, Object>,
@@ -138,8 +141,7 @@ impl CudaGpu {
         // NVRTC wants the architecture as a static string; one leak per process and device kind.
         let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
         Ok(CudaGpu {
-            ordinal,
-            ctx,
+            ctx: Some(ctx),
             info,
             arch,
             objects: HashMap::new(),
@@ -150,7 +152,14 @@ impl CudaGpu {
     }
 
     fn bind(&mut self) -> Result<(), GpuError> {
-        self.ctx.bind_to_thread().map_err(driver)
+        match &self.ctx {
+            Some(ctx) => ctx.bind_to_thread().map_err(driver),
+            None => Err(GpuError::Driver(
+                "an earlier kernel fault left CUDA unusable in this process: run the next job in a new \
+                 process (passage-agent runs every job in its own)"
+                    .into(),
+            )),
+        }
     }
 
     fn insert(&mut self, object: Object) -> Handle {
@@ -555,10 +564,19 @@ impl GpuBackend for CudaGpu {
         };
         let stream = self.stream(stream)?;
         // Each argument gets an 8-byte slot; CUDA reads as many bytes as the parameter declares
-        // (the caller checked that they match), from the slot's start.
-        let mut slots = Vec::with_capacity(args.len());
-        for arg in args {
-            slots.push(match *arg {
+        // (the caller checked that they match), from the slot's start. Up to 16 arguments live
+        // on the stack: launches are the hot path.
+        const ON_STACK: usize = 16;
+        let mut stack_slots = [0u64; ON_STACK];
+        let mut heap_slots = Vec::new();
+        let slots: &mut [u64] = if args.len() <= ON_STACK {
+            &mut stack_slots[..args.len()]
+        } else {
+            heap_slots.resize(args.len(), 0);
+            &mut heap_slots
+        };
+        for (slot, arg) in slots.iter_mut().zip(args) {
+            *slot = match *arg {
                 KernelArg::Buffer(h) => self.device_ptr(h)?,
                 KernelArg::I32(v) => u64::from(v as u32),
                 KernelArg::U32(v) => u64::from(v),
@@ -566,10 +584,19 @@ impl GpuBackend for CudaGpu {
                 KernelArg::U64(v) => v,
                 KernelArg::F32(v) => u64::from(v.to_bits()),
                 KernelArg::F64(v) => v.to_bits(),
-            });
+            };
         }
-        let mut pointers: Vec<*mut c_void> =
-            slots.iter_mut().map(|s| (s as *mut u64).cast()).collect();
+        let mut stack_pointers = [std::ptr::null_mut::<c_void>(); ON_STACK];
+        let mut heap_pointers = Vec::new();
+        let pointers: &mut [*mut c_void] = if args.len() <= ON_STACK {
+            &mut stack_pointers[..args.len()]
+        } else {
+            heap_pointers.resize(args.len(), std::ptr::null_mut());
+            &mut heap_pointers
+        };
+        for (pointer, slot) in pointers.iter_mut().zip(slots.iter_mut()) {
+            *pointer = (slot as *mut u64).cast();
+        }
         // SAFETY: `function` belongs to a module loaded in this context; the argument count and
         // sizes were checked against the kernel's PTX declaration; buffers are live device
         // allocations of this context; `slots` outlives the call (the driver copies parameters
@@ -581,7 +608,7 @@ impl GpuBackend for CudaGpu {
                 config.block,
                 config.shared_mem_bytes,
                 stream,
-                &mut pointers,
+                pointers,
             )
         };
         self.track(result)
@@ -642,9 +669,11 @@ impl GpuBackend for CudaGpu {
     }
 
     fn end_run(&mut self) -> Leftovers {
-        let _ = self.ctx.bind_to_thread();
-        // Work still queued may use what is about to be freed.
-        let _ = self.ctx.synchronize();
+        if let Some(ctx) = &self.ctx {
+            let _ = ctx.bind_to_thread();
+            // Work still queued may use what is about to be freed.
+            let _ = ctx.synchronize();
+        }
         let mut left = Leftovers::default();
         for (_, object) in self.objects.drain() {
             match object {
@@ -657,14 +686,8 @@ impl GpuBackend for CudaGpu {
             CudaGpu::free_object(object);
         }
         if self.faulted {
-            // A fault poisons the context for good: start the next run on a new one.
-            match CudaContext::new_non_primary(self.ordinal, 0) {
-                Ok(ctx) => {
-                    self.ctx = ctx;
-                    self.faulted = false;
-                }
-                Err(e) => tracing::error!(error = ?e, "cannot replace the faulted CUDA context"),
-            }
+            // The fault is sticky for the process: release the context and refuse further work.
+            self.ctx = None;
         }
         left
     }

@@ -225,7 +225,7 @@ pub trait GpuBackend: Send {
     fn event_sync(&mut self, event: Handle) -> Result<(), GpuError>;
     /// Milliseconds from `start` to `end`.
     fn event_elapsed_ms(&mut self, start: Handle, end: Handle) -> Result<f32, GpuError>;
-    /// Ends a run: frees everything still allocated and, after a kernel fault, rebuilds the
-    /// device context so that the next run starts healthy. Returns what had to be freed.
+    /// Ends a run: frees everything still allocated. After a kernel fault a backend that cannot
+    /// recover in-process refuses further work with an error saying so. Returns what was freed.
     fn end_run(&mut self) -> Leftovers;
 }

@@ -424,10 +424,6 @@ impl gpu::HostKernel for RunState {
         args: Vec<gpu::KernelArg>,
         s: Resource<StreamRes>,
     ) -> WitResult<()> {
-        let (handle, name, params) = {
-            let kernel = self.table.get(&kernel)?;
-            (kernel.handle, kernel.name.clone(), kernel.params.clone())
-        };
         let stream = self.stream(&s)?;
         let mut lowered = Vec::with_capacity(args.len());
         for arg in &args {
@@ -446,9 +442,15 @@ impl gpu::HostKernel for RunState {
             block: (config.block_x, config.block_y, config.block_z),
             shared_mem_bytes: config.shared_mem_bytes,
         };
+        // Checked while the kernel is borrowed from the table: launches are the hot path.
+        let (handle, checked) = {
+            let kernel = self.table.get(&kernel)?;
+            let checked = check_arguments(&kernel.name, &kernel.params, &lowered)
+                .and_then(|()| check_shape(&kernel.name, &launch));
+            (kernel.handle, checked)
+        };
         Ok(self.with_gpu(|gpu| {
-            check_arguments(&name, &params, &lowered)?;
-            check_shape(&name, &launch)?;
+            checked?;
             gpu.launch(handle, &launch, &lowered, stream)
         }))
     }

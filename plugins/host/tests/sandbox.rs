@@ -338,3 +338,26 @@ fn parameters_are_checked_before_the_run() {
     let params = resolve_params(&plugin.info, &[]).unwrap();
     assert_eq!(params[0], ("mode".into(), ParamValue::Text("ok".into())));
 }
+
+#[test]
+fn the_template_plugin_runs_as_shipped() {
+    let plugin = engine()
+        .load(&component("test/plugin-template.wasm"))
+        .unwrap();
+    assert_eq!(plugin.info.name, "scale");
+    let params = resolve_params(&plugin.info, &[("factor".into(), "0.5".into())]).unwrap();
+    let result = engine().run(
+        &plugin,
+        &params,
+        Box::new(FakeGpu::default()),
+        &RunLimits::default(),
+        Box::new(|_| {}),
+    );
+    let report = result.outcome.unwrap();
+    assert!(
+        report
+            .metrics
+            .iter()
+            .any(|m| m.name == "verification" && m.value == -1.0)
+    );
+}

@@ -33,3 +33,31 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
             .collect(),
     }
 }
+
+/// Creates a user in the configured database and returns an API token for it.
+pub async fn token_for(config: &Config, name: &str, admin: bool) -> String {
+    let store = passage_server::store::Store::open(&config.database_url)
+        .await
+        .unwrap();
+    let auth = passage_server::auth::Auth::new(store.clone());
+    let user = auth
+        .add_user(name, "a long enough password", admin)
+        .await
+        .unwrap();
+    let (_, token) = auth.create_token(&user, "tests").await.unwrap();
+    store.close().await;
+    token
+}
+
+/// An HTTP client that sends `token` on every request.
+pub fn client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}

@@ -18,6 +18,10 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 use thiserror::Error;
 
+mod accounts;
+
+pub use accounts::{ApiTokenRecord, UserRecord, is_unique_violation};
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -430,14 +434,15 @@ fn link_columns(link: Option<&PcieLink>) -> (Option<f64>, Option<i64>) {
 }
 
 /// Reads a flag column: PostgreSQL stores BOOLEAN, SQLite 0/1 integers.
-fn flag(row: &AnyRow, column: &str) -> Result<bool, StoreError> {
+pub(crate) fn flag(row: &AnyRow, column: &str) -> Result<bool, StoreError> {
     match row.try_get::<bool, _>(column) {
         Ok(value) => Ok(value),
         Err(_) => Ok(row.try_get::<i64, _>(column)? != 0),
     }
 }
 
-fn now_ms() -> i64 {
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The GPU machine's part of the test suite and the benchmarks, from prebuilt binaries.
+#
+#   benches/build-gpu-bundle.sh      (here: builds target/gpu/ with release binaries and plugins)
+#   benches/gpu.sh                   (on the GPU machine: CUDA tests, then benchmarks)
+#
+# Results go to $OUT (default target/gpu-results): one file per step, JSON where possible.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+BIN="${PASSAGE_GPU_BUNDLE:-target/gpu}"
+OUT="${OUT:-target/gpu-results}"
+ROUNDS="${ROUNDS:-3}"
+mkdir -p "$OUT"
+export PASSAGE_PLUGIN_DIR="$PWD/$BIN/plugins"
+
+{
+  date -u +%Y-%m-%dT%H:%M:%SZ
+  nvidia-smi --query-gpu=name,driver_version,memory.total,pcie.link.gen.current,pcie.link.width.current --format=csv
+  nproc
+  uname -r
+} > "$OUT/machine.txt" 2>&1 || true
+
+echo "== CUDA tests"
+"$BIN/cuda-tests" --nocapture --test-threads=1 > "$OUT/cuda-tests.txt" 2>&1 || echo "CUDA TESTS FAILED (see cuda-tests.txt)"
+cat "$OUT/cuda-tests.txt"
+
+echo "== a kernel fault fails its run; the next process is healthy"
+if "$BIN/passage-agent" run "$BIN/plugins/test/misbehave.wasm" -p mode=fault > "$OUT/fault.txt" 2>&1; then
+  echo "FAULT NOT REPORTED"; exit 1
+fi
+cat "$OUT/fault.txt"
+
+echo "== vector-add, real verification"
+"$BIN/passage-agent" run "$BIN/plugins/vector-add.wasm" --json > "$OUT/vector-add.json"
+"$BIN/passage-agent" run "$BIN/plugins/vector-add.wasm" --json -p elements=4Mi > "$OUT/vector-add-4Mi.json"
+
+echo "== launch rate: native cudarc and plugin, interleaved, $ROUNDS rounds"
+for round in $(seq "$ROUNDS"); do
+  "$BIN/passage-bench" launch-native > "$OUT/launch-native-$round.json"
+  "$BIN/passage-agent" run "$BIN/plugins/launch-rate.wasm" --json > "$OUT/launch-plugin-$round.json"
+done
+
+echo "== plugin load from a warm cache and trivial runs"
+"$BIN/passage-bench" instantiate "$BIN/plugins/launch-rate.wasm" > "$OUT/instantiate.json"
+echo "done: $OUT"

@@ -1,0 +1,520 @@
+//! Who is asking, and may they.
+//!
+//! People sign in with a name and password (argon2id hashes at rest) and get a server-side session
+//! in an HttpOnly, SameSite=Strict cookie (Secure behind TLS). Scripts send
+//! `Authorization: Bearer <token>`; tokens are random 256-bit secrets stored as SHA-256 hashes and
+//! can be revoked. Requests that change state with a session cookie must come from the portal's
+//! own pages (same-origin check), so other sites cannot ride on a signed-in browser.
+//! Failed sign-ins are rate-limited per client address and per name.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::Json;
+use axum::extract::{FromRef, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand_core::{OsRng, RngCore};
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::store::{Store, StoreError, UserRecord, now_ms};
+
+/// Name of the session cookie.
+pub const SESSION_COOKIE: &str = "passage_session";
+/// How long a browser session lasts.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Failed sign-ins allowed per window, per client address and per name.
+const LOGIN_FAILURES_ALLOWED: usize = 10;
+/// The window of the sign-in limit.
+const LOGIN_WINDOW: Duration = Duration::from_secs(600);
+/// Shortest password accepted.
+pub const MIN_PASSWORD_LEN: usize = 10;
+
+/// A signed-in user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    /// Database id.
+    pub id: i64,
+    /// Login name.
+    pub name: String,
+    /// Admins approve, manage hosts and read the audit log.
+    pub is_admin: bool,
+}
+
+impl From<UserRecord> for User {
+    fn from(record: UserRecord) -> Self {
+        User {
+            id: record.id,
+            name: record.name,
+            is_admin: record.is_admin,
+        }
+    }
+}
+
+/// Why a sign-in or an account change failed.
+#[derive(Debug, Error)]
+pub enum AuthError {
+    /// Name or password wrong (which one is not said).
+    #[error("wrong name or password")]
+    WrongCredentials,
+    /// Too many failures recently.
+    #[error("too many failed sign-ins; try again in {0} s")]
+    RateLimited(u64),
+    /// A user name that cannot be used.
+    #[error("user names are 1 to 64 letters, digits, '.', '-' or '_'")]
+    BadName,
+    /// A password that is too short.
+    #[error("passwords need at least {MIN_PASSWORD_LEN} characters")]
+    WeakPassword,
+    /// The name is taken.
+    #[error("the name {0:?} is already taken")]
+    Taken(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Hashing failed (it should not).
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            AuthError::WrongCredentials => StatusCode::UNAUTHORIZED,
+            AuthError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            AuthError::BadName | AuthError::WeakPassword => StatusCode::BAD_REQUEST,
+            AuthError::Taken(_) => StatusCode::CONFLICT,
+            AuthError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::Hash(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if let AuthError::RateLimited(seconds) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}
+
+/// Hashes a password with argon2id and a random salt.
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| AuthError::Hash(e.to_string()))
+}
+
+/// Checks a password against a stored hash.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A new random secret: `prefix` and 32 random bytes in hex.
+pub fn new_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// What is stored of a secret.
+pub fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Checks a user name.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// Accounts and sign-in.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    store: Store,
+    failures: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+}
+
+impl Auth {
+    /// Accounts kept in `store`.
+    pub fn new(store: Store) -> Auth {
+        Auth {
+            store,
+            failures: Arc::default(),
+        }
+    }
+
+    /// Creates a user after checking the name and password.
+    pub async fn add_user(
+        &self,
+        name: &str,
+        password: &str,
+        is_admin: bool,
+    ) -> Result<User, AuthError> {
+        if !valid_user_name(name) {
+            return Err(AuthError::BadName);
+        }
+        if password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(AuthError::WeakPassword);
+        }
+        let hash = hash_password(password)?;
+        match self.store.create_user(name, &hash, is_admin).await {
+            Ok(user) => Ok(user.into()),
+            Err(e) if crate::store::is_unique_violation(&e) => Err(AuthError::Taken(name.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Checks a name and password and opens a session; returns the user and the session secret.
+    pub async fn login(
+        &self,
+        name: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<(User, String), AuthError> {
+        let keys = [format!("ip:{client}"), format!("name:{name}")];
+        if let Some(wait) = self.blocked(&keys) {
+            return Err(AuthError::RateLimited(wait.as_secs().max(1)));
+        }
+        let user = self.store.user_by_name(name).await?;
+        // Verify against a real hash even for unknown names, so timing does not tell them apart.
+        let known = user
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| DUMMY_HASH.clone());
+        let ok = tokio::task::spawn_blocking({
+            let password = password.to_string();
+            move || verify_password(&known, &password)
+        })
+        .await
+        .unwrap_or(false);
+        match user {
+            Some(user) if ok => {
+                let secret = new_secret("");
+                let expires = now_ms() + SESSION_LIFETIME.as_millis() as i64;
+                self.store
+                    .create_session(&secret_hash(&secret), user.id, expires)
+                    .await?;
+                self.failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&keys[1]);
+                Ok((user.into(), secret))
+            }
+            _ => {
+                self.fail(&keys);
+                Err(AuthError::WrongCredentials)
+            }
+        }
+    }
+
+    fn blocked(&self, keys: &[String]) -> Option<Duration> {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        keys.iter()
+            .filter_map(|key| {
+                let times = failures.get_mut(key)?;
+                times.retain(|t| now.duration_since(*t) < LOGIN_WINDOW);
+                (times.len() >= LOGIN_FAILURES_ALLOWED)
+                    .then(|| LOGIN_WINDOW.saturating_sub(now.duration_since(times[0])))
+            })
+            .max()
+    }
+
+    fn fail(&self, keys: &[String]) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            failures
+                .entry(key.clone())
+                .or_default()
+                .push(Instant::now());
+        }
+    }
+
+    /// The user behind a request's bearer token or session cookie, if any.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<User>, StoreError> {
+        if let Some(token) = bearer(headers) {
+            return Ok(self
+                .store
+                .token_user(&secret_hash(token))
+                .await?
+                .map(User::from));
+        }
+        match session_secret(headers) {
+            Some(secret) => Ok(self
+                .store
+                .session_user(&secret_hash(&secret))
+                .await?
+                .map(User::from)),
+            None => Ok(None),
+        }
+    }
+
+    /// Ends the session of a request, if it has one.
+    pub async fn logout(&self, headers: &HeaderMap) -> Result<(), StoreError> {
+        if let Some(secret) = session_secret(headers) {
+            self.store.delete_session(&secret_hash(&secret)).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes a new API token for a user; returns its record and the secret (shown once).
+    pub async fn create_token(
+        &self,
+        user: &User,
+        name: &str,
+    ) -> Result<(crate::store::ApiTokenRecord, String), AuthError> {
+        if name.trim().is_empty() || name.len() > 100 {
+            return Err(AuthError::BadName);
+        }
+        let secret = new_secret("psg_");
+        match self
+            .store
+            .create_token(user.id, name.trim(), &secret_hash(&secret))
+            .await
+        {
+            Ok(record) => Ok((record, secret)),
+            Err(e) if crate::store::is_unique_violation(&e) => Err(AuthError::Taken(name.into())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The database behind the accounts.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// A valid argon2id hash of a random password, for constant-time refusals of unknown names.
+static DUMMY_HASH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| hash_password(&new_secret("")).unwrap_or_default());
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn session_secret(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_string())
+}
+
+/// The `Set-Cookie` value for a new session; `secure` behind TLS.
+pub fn session_cookie(secret: &str, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={secret}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_LIFETIME.as_secs(),
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// The `Set-Cookie` value that removes the session cookie.
+pub fn cleared_cookie() -> String {
+    format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// True when the request reached the portal over TLS (directly or through a proxy that says so).
+pub fn over_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+/// Refuses state-changing requests that carry the session cookie but come from another site.
+/// Bearer-token requests are not ambient credentials and pass.
+pub async fn same_origin_guard(request: Request, next: Next) -> Response {
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let headers = request.headers();
+    if safe
+        || bearer(headers).is_some()
+        || !same_origin_required(headers)
+        || is_same_origin(headers)
+    {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({ "error": "cross-site request refused: state changes must come from the portal's own pages" })),
+    )
+        .into_response()
+}
+
+/// Same-origin checks apply to requests with the session cookie, and to sign-in itself.
+fn same_origin_required(headers: &HeaderMap) -> bool {
+    session_secret(headers).is_some() || headers.contains_key(header::ORIGIN)
+}
+
+fn is_same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return matches!(site, "same-origin" | "none");
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|o| o.split_once("://").map(|(_, rest)| rest));
+    match (host, origin) {
+        (Some(host), Some(origin)) => host == origin,
+        // Without an Origin header, non-browser clients: they hold no ambient cookie.
+        (_, None) => session_secret(headers).is_none(),
+        _ => false,
+    }
+}
+
+/// Extracts the signed-in user, or answers 401.
+#[derive(Debug, Clone)]
+pub struct CurrentUser(pub User);
+
+/// Extracts a signed-in admin, or answers 401/403.
+#[derive(Debug, Clone)]
+pub struct Admin(pub User);
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({ "error": "sign in first (session cookie or Authorization: Bearer token)" })),
+    )
+        .into_response()
+}
+
+impl<S> FromRequestParts<S> for CurrentUser
+where
+    S: Send + Sync,
+    Auth: FromRef<S>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = Auth::from_ref(state);
+        match auth.authenticate(&parts.headers).await {
+            Ok(Some(user)) => Ok(CurrentUser(user)),
+            Ok(None) => Err(unauthorized()),
+            Err(e) => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": format!("the database is not available: {e}") })),
+            )
+                .into_response()),
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for Admin
+where
+    S: Send + Sync,
+    Auth: FromRef<S>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let CurrentUser(user) = CurrentUser::from_request_parts(parts, state).await?;
+        if !user.is_admin {
+            return Err((
+                StatusCode::FORBIDDEN,
+                Json(json!({ "error": "only admins may do this" })),
+            )
+                .into_response());
+        }
+        Ok(Admin(user))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_only_against_their_hash() {
+        let hash = hash_password("correct horse battery").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password(&hash, "correct horse battery"));
+        assert!(!verify_password(&hash, "correct horse battery!"));
+        assert!(!verify_password("not a hash", "x"));
+    }
+
+    #[test]
+    fn secrets_are_random_and_stored_hashed() {
+        let (a, b) = (new_secret("psg_"), new_secret("psg_"));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 4 + 64);
+        assert_eq!(secret_hash(&a).len(), 64);
+        assert_ne!(secret_hash(&a), a);
+    }
+
+    #[test]
+    fn cookies_are_http_only_strict_and_secure_behind_tls() {
+        let cookie = session_cookie("abc", true);
+        assert!(
+            cookie.contains("HttpOnly")
+                && cookie.contains("SameSite=Strict")
+                && cookie.ends_with("Secure")
+        );
+        assert!(!session_cookie("abc", false).contains("Secure"));
+    }
+
+    #[test]
+    fn credentials_are_read_from_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "a=1; passage_session=s3cr3t; b=2".parse().unwrap(),
+        );
+        assert_eq!(session_secret(&headers).as_deref(), Some("s3cr3t"));
+        headers.insert(header::AUTHORIZATION, "Bearer psg_x".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("psg_x"));
+    }
+
+    #[test]
+    fn cross_site_requests_with_the_cookie_are_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "portal:8080".parse().unwrap());
+        headers.insert(header::COOKIE, "passage_session=x".parse().unwrap());
+        headers.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert!(!is_same_origin(&headers));
+        headers.insert(header::ORIGIN, "http://portal:8080".parse().unwrap());
+        assert!(is_same_origin(&headers));
+        headers.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(!is_same_origin(&headers));
+    }
+
+    #[test]
+    fn user_names_are_plain() {
+        assert!(valid_user_name("ada.lovelace-1"));
+        for bad in ["", "a b", "ünï", "x/y", &"a".repeat(65)] {
+            assert!(!valid_user_name(bad), "{bad}");
+        }
+    }
+}
