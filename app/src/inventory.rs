@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// A configured hypervisor host and how its last inventory pass went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct HostView {
     /// The name given in the configuration.
     pub name: String,
@@ -34,6 +35,7 @@ pub struct HostView {
 
 /// Whether a host answered its last inventory pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum HostState {
     /// Not attempted yet.
@@ -57,6 +59,7 @@ impl HostState {
 
 /// A passthrough GPU on one host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct GpuView {
     /// The host's configured name.
     pub host: String,
@@ -96,6 +99,7 @@ pub struct GpuView {
 
 /// A PCIe link: negotiated and maximum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct LinkView {
     /// The negotiated link, e.g. `PCIe Gen5 x16`.
     pub current: Option<String>,
@@ -111,6 +115,7 @@ pub struct LinkView {
 
 /// An IOMMU group: the GPU and everything that must go to a VM with it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct IommuGroupView {
     /// The group number on its host.
     pub number: i64,
@@ -120,6 +125,7 @@ pub struct IommuGroupView {
 
 /// One function of an IOMMU group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct IommuMemberView {
     /// PCI address.
     pub address: String,
@@ -135,6 +141,7 @@ pub struct IommuMemberView {
 
 /// Whether a GPU can be given to a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum GpuState {
     /// Free and assignable.
@@ -161,6 +168,7 @@ impl GpuState {
 
 /// Who is looking at a page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Viewer {
     /// Login name.
     pub name: String,
@@ -170,6 +178,7 @@ pub struct Viewer {
 
 /// Hosts and GPUs in one read, as the hosts page needs them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct InventoryView {
     /// Who asked.
     pub viewer: Viewer,

@@ -10,9 +10,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use passage_app::inventory::{GpuView, HostView};
+use passage_app::inventory::{
+    GpuState, GpuView, HostState, HostView, IommuGroupView, IommuMemberView, LinkView,
+};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::AppState;
 use crate::auth::{self, Admin, AuthError, CurrentUser};
@@ -30,7 +34,67 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/me", get(me))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/{*rest}", axum::routing::any(not_found))
+}
+
+/// The API, described for clients and tools: `GET /api/v1/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Passage API",
+        description = "Hosts, GPUs, accounts and API tokens of a Passage portal. Send \
+                       `Authorization: Bearer <token>` (tokens from `POST /api/v1/tokens` or \
+                       `passage token create`) or the session cookie set by `POST /api/v1/login`."
+    ),
+    paths(healthz, list_hosts, list_gpus, refresh, login, logout, me, list_tokens, create_token, revoke_token),
+    components(schemas(
+        HostView, HostState, GpuView, GpuState, LinkView, IommuGroupView, IommuMemberView,
+        auth::User, crate::store::ApiTokenRecord, Credentials, NewToken, CreatedToken, ErrorBody
+    )),
+    modifiers(&SecuritySchemes),
+    security(("bearer" = []), ("session" = []))
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::SESSION_COOKIE))),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// Every error response: `{"error": "..."}`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct ErrorBody {
+    /// What went wrong, for people.
+    error: String,
+}
+
+/// A new API token: its secret is in this response and nowhere else.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+struct CreatedToken {
+    /// Database id, for revoking it.
+    id: i64,
+    /// The name given.
+    name: String,
+    /// The secret, `psg_` and 64 hex digits.
+    token: String,
 }
 
 /// An API error: a status and a message for the caller.
@@ -56,6 +120,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Liveness and database health.
+#[utoipa::path(get, path = "/healthz", tag = "portal", security(()),
+    responses((status = 200, description = "up, database answers"), (status = 503, description = "database unavailable")))]
 async fn healthz(State(state): State<AppState>) -> Response {
     match state.store.ping().await {
         Ok(()) => Json(json!({ "status": "ok", "database": "ok" })).into_response(),
@@ -67,6 +134,9 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Every configured hypervisor host and how its last inventory went.
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "inventory",
+    responses((status = 200, body = [HostView]), (status = 401, body = ErrorBody)))]
 async fn list_hosts(
     State(state): State<AppState>,
     _: CurrentUser,
@@ -75,14 +145,21 @@ async fn list_hosts(
 }
 
 /// Optional filters of `GET /api/v1/gpus`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct GpuFilter {
+    /// Only GPUs of this host.
     host: Option<String>,
+    /// Only GPUs of this model, e.g. `H100 PCIe`.
     model: Option<String>,
+    /// Only GPUs in this state: `available`, `unassignable`, `host-unreachable`, `missing`.
     state: Option<String>,
 }
 
+/// Every GPU on the configured hosts with its IOMMU group, NUMA node, link and state.
+#[utoipa::path(get, path = "/api/v1/gpus", tag = "inventory", params(GpuFilter),
+    responses((status = 200, body = [GpuView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn list_gpus(
     State(state): State<AppState>,
     _: CurrentUser,
@@ -104,18 +181,26 @@ async fn list_gpus(
     Ok(Json(gpus))
 }
 
+/// Asks every host for a fresh inventory now (admins).
+#[utoipa::path(post, path = "/api/v1/inventory/refresh", tag = "inventory",
+    responses((status = 200, body = [HostView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn refresh(State(state): State<AppState>, _: Admin) -> Result<Json<Vec<HostView>>, ApiError> {
     state.inventory.refresh_all().await?;
     Ok(Json(state.store.hosts().await?))
 }
 
 /// Body of `POST /api/v1/login`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct Credentials {
+    /// Login name.
     name: String,
+    /// Password.
     password: String,
 }
 
+/// Signs in and sets the session cookie.
+#[utoipa::path(post, path = "/api/v1/login", tag = "accounts", security(()), request_body = Credentials,
+    responses((status = 200, body = auth::User), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -130,6 +215,8 @@ async fn login(
     Ok(([(header::SET_COOKIE, cookie)], Json(user)).into_response())
 }
 
+/// Ends the session of the request.
+#[utoipa::path(post, path = "/api/v1/logout", tag = "accounts", responses((status = 204)))]
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     state.auth.logout(&headers).await?;
     Ok((
@@ -139,10 +226,16 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
         .into_response())
 }
 
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/v1/me", tag = "accounts",
+    responses((status = 200, body = auth::User), (status = 401, body = ErrorBody)))]
 async fn me(CurrentUser(user): CurrentUser) -> Json<auth::User> {
     Json(user)
 }
 
+/// Your API tokens (never their secrets).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "accounts",
+    responses((status = 200, body = [crate::store::ApiTokenRecord]), (status = 401, body = ErrorBody)))]
 async fn list_tokens(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -151,11 +244,15 @@ async fn list_tokens(
 }
 
 /// Body of `POST /api/v1/tokens`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 struct NewToken {
+    /// A name for the token, unique among yours.
     name: String,
 }
 
+/// Makes an API token; the secret is returned once.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "accounts", request_body = NewToken,
+    responses((status = 201, body = CreatedToken), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn create_token(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -169,6 +266,10 @@ async fn create_token(
         .into_response())
 }
 
+/// Revokes one of your tokens.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "accounts",
+    params(("id" = i64, Path, description = "the token's id")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn revoke_token(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

@@ -40,7 +40,7 @@ const LOGIN_WINDOW: Duration = Duration::from_secs(600);
 pub const MIN_PASSWORD_LEN: usize = 10;
 
 /// A signed-in user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     /// Database id.
     pub id: i64,
@@ -176,7 +176,13 @@ impl Auth {
         if password.chars().count() < MIN_PASSWORD_LEN {
             return Err(AuthError::WeakPassword);
         }
-        let hash = hash_password(password)?;
+        // argon2 is deliberately slow: keep it off the async runtime.
+        let hash = tokio::task::spawn_blocking({
+            let password = password.to_string();
+            move || hash_password(&password)
+        })
+        .await
+        .map_err(|e| AuthError::Hash(e.to_string()))??;
         match self.store.create_user(name, &hash, is_admin).await {
             Ok(user) => Ok(user.into()),
             Err(e) if crate::store::is_unique_violation(&e) => Err(AuthError::Taken(name.into())),

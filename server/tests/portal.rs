@@ -347,3 +347,35 @@ async fn sessions_sign_in_rate_limit_and_refuse_cross_site_requests() {
     assert_eq!(limited.status(), 429, "even the right password waits");
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_api_describes_itself_as_openapi() {
+    let dir = tempfile::tempdir().unwrap();
+    let portal = Portal::start(common::config(dir.path(), &[]))
+        .await
+        .unwrap();
+    let base = format!("http://{}", portal.address);
+    let doc: Value = reqwest::get(format!("{base}/api/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/healthz",
+        "/api/v1/hosts",
+        "/api/v1/gpus",
+        "/api/v1/inventory/refresh",
+        "/api/v1/login",
+        "/api/v1/logout",
+        "/api/v1/me",
+        "/api/v1/tokens",
+        "/api/v1/tokens/{id}",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is documented");
+    }
+    assert!(doc["components"]["schemas"]["GpuView"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}

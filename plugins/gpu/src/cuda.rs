@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_void};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,6 +23,28 @@ use sha2::{Digest, Sha256};
 
 use crate::signature::{self, Signatures};
 use crate::{DeviceInfo, GpuBackend, GpuError, Handle, KernelArg, LaunchConfig, Leftovers};
+
+/// Handles are small unique integers: hashing them is needless work on the launch path.
+#[derive(Default)]
+struct HandleHasher(u64);
+
+impl Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
+
+type Objects = HashMap<Handle, Object, BuildHasherDefault<HandleHasher>>;
 
 enum Object {
     Buffer {
@@ -48,7 +71,7 @@ pub struct CudaGpu {
     ctx: Option<Arc<CudaContext>>,
     info: DeviceInfo,
     arch: &'static str,
-    objects: HashMap<Handle, Object>,
+    objects: Objects,
     next: u64,
     ptx_cache: Option<PathBuf>,
     faulted: bool,
@@ -144,7 +167,7 @@ impl CudaGpu {
             ctx: Some(ctx),
             info,
             arch,
-            objects: HashMap::new(),
+            objects: Objects::default(),
             next: 1,
             ptx_cache,
             faulted: false,

@@ -159,6 +159,8 @@ impl PluginEngine {
         let engine_error = |e: wasmtime::Error| PluginError::Engine(format!("{e:#}"));
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
+        // Plugins are synchronous; without the async machinery every host call is cheaper.
+        config.concurrency_support(false);
         config.epoch_interruption(true);
         let mut pooling = wasmtime::PoolingAllocationConfig::default();
         pooling

@@ -19,7 +19,7 @@ pub struct UserRecord {
 }
 
 /// An API token as listed to its owner (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ApiTokenRecord {
     /// Database id, used to revoke it.
     pub id: i64,
