@@ -146,6 +146,8 @@ pub struct IommuMemberView {
 pub enum GpuState {
     /// Free and assignable.
     Available,
+    /// Held by a request (with its whole IOMMU group).
+    Claimed,
     /// Present but cannot be passed through (e.g. no IOMMU group).
     Unassignable,
     /// Its host did not answer the last inventory; this is the last known state.
@@ -159,6 +161,7 @@ impl GpuState {
     pub fn as_str(self) -> &'static str {
         match self {
             GpuState::Available => "available",
+            GpuState::Claimed => "claimed",
             GpuState::Unassignable => "unassignable",
             GpuState::HostUnreachable => "host-unreachable",
             GpuState::Missing => "missing",

@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod inventory;
+pub mod scheduler;
 pub mod store;
 mod web;
 

@@ -6,64 +6,11 @@ mod common;
 use std::time::Duration;
 
 use passage_app::inventory::{GpuState, HostState};
-use passage_hypervisor::{LibvirtHost, classify};
 use passage_server::store::{Backend, Store};
-use sqlx::Connection;
-
-/// Runs `scenario` against a fresh SQLite file and, when configured, a fresh PostgreSQL database.
-async fn on_every_backend<F, Fut>(scenario: F)
-where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().unwrap();
-    scenario(format!(
-        "sqlite://{}",
-        dir.path().join("store.db").display()
-    ))
-    .await;
-
-    let Ok(admin_url) = std::env::var("PASSAGE_TEST_POSTGRES_URL") else {
-        println!("PostgreSQL part skipped: PASSAGE_TEST_POSTGRES_URL is not set");
-        return;
-    };
-    sqlx::any::install_default_drivers();
-    let name = format!(
-        "passage_test_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos()
-    );
-    let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = admin_url.rsplit_once('/').unwrap();
-    scenario(format!("{base}/{name}")).await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-}
-
-async fn simulated_inventory() -> (
-    passage_hypervisor::HostInventory,
-    Vec<passage_hypervisor::Gpu>,
-) {
-    let uri = format!("test://{}", common::simulated_host_file().display());
-    let host = LibvirtHost::new(uri, Duration::from_secs(10)).unwrap();
-    let inventory = host.inventory().await.unwrap();
-    host.disconnect().await;
-    let gpus = classify(&inventory.devices);
-    (inventory, gpus)
-}
 
 #[tokio::test]
 async fn inventories_are_recorded_listed_and_aged() {
-    on_every_backend(|url| async move {
+    common::on_every_backend(|url| async move {
         let store = Store::open(&url).await.unwrap();
         assert_eq!(
             store.backend(),
@@ -87,7 +34,7 @@ async fn inventories_are_recorded_listed_and_aged() {
                 .all(|h| h.state == HostState::Pending && h.gpu_count == 0)
         );
 
-        let (inventory, gpus) = simulated_inventory().await;
+        let (inventory, gpus) = common::simulated_inventory().await;
         store
             .record_inventory("a", &inventory, &gpus)
             .await

@@ -19,8 +19,10 @@ use sqlx::{AnyPool, Row};
 use thiserror::Error;
 
 mod accounts;
+mod claims;
 
 pub use accounts::{ApiTokenRecord, UserRecord, is_unique_violation};
+pub use claims::{ClaimOutcome, FreeGpu, NewRequest};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -291,8 +293,9 @@ impl Store {
                  g.product_id, g.product_name, g.model, g.class_code, g.numa_node,
                  g.link_speed_gts, g.link_width, g.link_max_speed_gts, g.link_max_width,
                  g.driver, g.iommu_group, g.present, g.unassignable_reason, g.last_seen_at,
-                 h.state AS host_state
+                 h.state AS host_state, c.request_id AS claimed_by
              FROM gpus g JOIN hosts h ON h.name = g.host
+             LEFT JOIN gpu_claims c ON c.host = g.host AND c.address = g.address
              WHERE h.configured = $1
              ORDER BY g.host, g.address",
         )
@@ -362,7 +365,13 @@ fn gpu_view(row: &AnyRow, members: Vec<IommuMemberView>) -> Result<GpuView, Stor
     let present = flag(row, "present")?;
     let host_state: String = row.try_get("host_state")?;
     let unassignable: Option<String> = row.try_get("unassignable_reason")?;
-    let (state, state_reason) = if !present {
+    let claimed_by: Option<i64> = row.try_get("claimed_by")?;
+    let (state, state_reason) = if let Some(request) = claimed_by {
+        (
+            GpuState::Claimed,
+            Some(format!("held by request {request}")),
+        )
+    } else if !present {
         (
             GpuState::Missing,
             Some("not reported by the host's last inventory".to_string()),

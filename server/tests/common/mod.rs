@@ -61,3 +61,57 @@ pub fn client(token: &str) -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// Runs `scenario` against a fresh SQLite file and, when configured, a fresh PostgreSQL database.
+pub async fn on_every_backend<F, Fut>(scenario: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    scenario(format!(
+        "sqlite://{}",
+        dir.path().join("store.db").display()
+    ))
+    .await;
+
+    let Ok(admin_url) = std::env::var("PASSAGE_TEST_POSTGRES_URL") else {
+        println!("PostgreSQL part skipped: PASSAGE_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!(
+        "passage_test_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    let mut admin = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    scenario(format!("{base}/{name}")).await;
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// The simulated host's inventory, read through the test driver.
+pub async fn simulated_inventory() -> (
+    passage_hypervisor::HostInventory,
+    Vec<passage_hypervisor::Gpu>,
+) {
+    let uri = format!("test://{}", simulated_host_file().display());
+    let host = passage_hypervisor::LibvirtHost::new(uri, Duration::from_secs(10)).unwrap();
+    let inventory = host.inventory().await.unwrap();
+    host.disconnect().await;
+    let gpus = passage_hypervisor::classify(&inventory.devices);
+    (inventory, gpus)
+}

@@ -1,0 +1,167 @@
+//! Placing approved requests on GPUs.
+//!
+//! A request for N GPUs of a model goes to one host, preferably to one NUMA node, so that the
+//! VM's vCPUs and memory can sit next to its GPUs. Among the NUMA nodes that fit, the one with the
+//! fewest free GPUs wins (best fit), which keeps large free groups for large requests. The claim
+//! itself is a database transaction guarded by a primary key on (host, function): when two
+//! approvals race for a GPU, one wins and the other reads again and tries the next fit.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use crate::store::{ClaimOutcome, FreeGpu, Store, StoreError};
+
+/// How often a placement re-reads and retries after losing a race.
+const ATTEMPTS: usize = 32;
+
+/// Where a request was placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The host.
+    pub host: String,
+    /// The NUMA node, when all GPUs share one.
+    pub numa_node: Option<i64>,
+    /// The GPUs' PCI addresses.
+    pub gpus: Vec<String>,
+}
+
+/// Why a request was not placed.
+#[derive(Debug, Error)]
+pub enum PlaceError {
+    /// Not enough free GPUs of the model on any one host; the request waits.
+    #[error("{0}")]
+    NoFit(String),
+    /// No such request, or it is not waiting for GPUs.
+    #[error("request {0} cannot be placed in its state")]
+    NotPlaceable(i64),
+    /// Every attempt lost a race: the GPUs are very contended.
+    #[error("gave up after {ATTEMPTS} attempts lost to concurrent approvals")]
+    Contended,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Picks `count` GPUs on one host: one NUMA node if possible (the fullest one that fits), else
+/// the host with the fewest free GPUs that still fits.
+pub fn choose(free: &[FreeGpu], count: usize) -> Option<Vec<&FreeGpu>> {
+    fn best(groups: Vec<Vec<&FreeGpu>>, count: usize) -> Option<Vec<&FreeGpu>> {
+        groups
+            .into_iter()
+            .filter(|g| g.len() >= count)
+            .min_by_key(|g| g.len())
+            .map(|g| g[..count].to_vec())
+    }
+    if count == 0 {
+        return None;
+    }
+    let mut by_node: BTreeMap<(&str, Option<i64>), Vec<&FreeGpu>> = BTreeMap::new();
+    let mut by_host: BTreeMap<&str, Vec<&FreeGpu>> = BTreeMap::new();
+    for gpu in free {
+        by_node
+            .entry((&gpu.host, gpu.numa_node))
+            .or_default()
+            .push(gpu);
+        by_host.entry(&gpu.host).or_default().push(gpu);
+    }
+    best(
+        by_node
+            .into_iter()
+            .filter(|((_, node), _)| node.is_some())
+            .map(|(_, g)| g)
+            .collect(),
+        count,
+    )
+    .or_else(|| best(by_host.into_values().collect(), count))
+}
+
+/// Places a request: claims its GPUs, or marks it waiting with the reason.
+pub async fn place(store: &Store, request_id: i64) -> Result<Placement, PlaceError> {
+    let Some((model, count, state)) = store.request_needs(request_id).await? else {
+        return Err(PlaceError::NotPlaceable(request_id));
+    };
+    if !matches!(state.as_str(), "pending" | "waiting") {
+        return Err(PlaceError::NotPlaceable(request_id));
+    }
+    let count = usize::try_from(count).unwrap_or(0);
+    for _ in 0..ATTEMPTS {
+        let free = store.free_gpus(&model).await?;
+        let Some(picked) = choose(&free, count) else {
+            let reason = format!(
+                "waiting for {count} free {model} GPU(s) on one host ({} free in all)",
+                free.len()
+            );
+            store.mark_waiting(request_id, &reason).await?;
+            return Err(PlaceError::NoFit(reason));
+        };
+        let picked: Vec<FreeGpu> = picked.into_iter().cloned().collect();
+        if store.claim(request_id, &picked).await? == ClaimOutcome::Claimed {
+            let numa = picked[0].numa_node;
+            return Ok(Placement {
+                host: picked[0].host.clone(),
+                numa_node: picked
+                    .iter()
+                    .all(|g| g.numa_node == numa)
+                    .then_some(numa)
+                    .flatten(),
+                gpus: picked.into_iter().map(|g| g.address).collect(),
+            });
+        }
+    }
+    Err(PlaceError::Contended)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(host: &str, address: &str, numa: Option<i64>) -> FreeGpu {
+        FreeGpu {
+            gpu_id: 0,
+            host: host.into(),
+            address: address.into(),
+            numa_node: numa,
+            functions: vec![address.into()],
+        }
+    }
+
+    fn addresses(picked: Option<Vec<&FreeGpu>>) -> Vec<String> {
+        picked
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| format!("{}/{}", g.host, g.address))
+            .collect()
+    }
+
+    #[test]
+    fn one_numa_node_is_preferred_and_the_fullest_that_fits_wins() {
+        let free = vec![
+            gpu("a", "17", Some(0)),
+            gpu("a", "2a", Some(0)),
+            gpu("a", "3d", Some(0)),
+            gpu("a", "98", Some(1)),
+            gpu("a", "b1", Some(1)),
+        ];
+        assert_eq!(addresses(choose(&free, 2)), vec!["a/98", "a/b1"]);
+        assert_eq!(addresses(choose(&free, 3)), vec!["a/17", "a/2a", "a/3d"]);
+        assert_eq!(addresses(choose(&free, 1)), vec!["a/98"]);
+    }
+
+    #[test]
+    fn a_host_is_used_across_nodes_when_no_node_fits() {
+        let free = vec![
+            gpu("a", "17", Some(0)),
+            gpu("a", "98", Some(1)),
+            gpu("b", "17", Some(0)),
+        ];
+        assert_eq!(addresses(choose(&free, 2)), vec!["a/17", "a/98"]);
+    }
+
+    #[test]
+    fn gpus_are_never_spread_over_hosts() {
+        let free = vec![gpu("a", "17", Some(0)), gpu("b", "17", Some(0))];
+        assert_eq!(choose(&free, 2), None);
+        assert_eq!(choose(&free, 0), None);
+    }
+}

@@ -1,0 +1,242 @@
+//! Queries for GPU requests and the claims that hold GPUs for them.
+
+use sqlx::Row;
+
+use super::{Store, StoreError, now_ms};
+
+/// What a user asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRequest {
+    /// Who asks.
+    pub user_id: i64,
+    /// A GPU model as listed by `/api/v1/gpus`.
+    pub gpu_model: String,
+    /// How many GPUs.
+    pub gpu_count: i64,
+    /// Virtual CPUs.
+    pub vcpus: i64,
+    /// Memory in MiB.
+    pub memory_mib: i64,
+    /// Disk in GiB.
+    pub disk_gib: i64,
+    /// Base image name.
+    pub image: String,
+    /// `kvm` or `xen`.
+    pub hypervisor: String,
+    /// Lease length in hours.
+    pub lease_hours: i64,
+    /// Why, for the admin.
+    pub reason: String,
+}
+
+/// A free GPU that a request could be given, with every function that goes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreeGpu {
+    /// Database id of the GPU.
+    pub gpu_id: i64,
+    /// Host name.
+    pub host: String,
+    /// The GPU's PCI address.
+    pub address: String,
+    /// Its NUMA node, when known.
+    pub numa_node: Option<i64>,
+    /// Every function the VM receives with it (its IOMMU group without bridges).
+    pub functions: Vec<String>,
+}
+
+/// The outcome of trying to write a set of claims.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The claims are held.
+    Claimed,
+    /// Someone claimed one of the functions first; read again and retry.
+    Lost,
+}
+
+impl Store {
+    /// Files a request; returns its id.
+    pub async fn create_request(&self, request: &NewRequest) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO gpu_requests (user_id, gpu_model, gpu_count, vcpus, memory_mib, disk_gib,
+                 image, hypervisor, lease_hours, reason, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING id",
+        )
+        .bind(request.user_id)
+        .bind(&request.gpu_model)
+        .bind(request.gpu_count)
+        .bind(request.vcpus)
+        .bind(request.memory_mib)
+        .bind(request.disk_gib)
+        .bind(&request.image)
+        .bind(&request.hypervisor)
+        .bind(request.lease_hours)
+        .bind(&request.reason)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// The model and count a request asks for, and its state.
+    pub async fn request_needs(
+        &self,
+        request_id: i64,
+    ) -> Result<Option<(String, i64, String)>, StoreError> {
+        let row = sqlx::query("SELECT gpu_model, gpu_count, state FROM gpu_requests WHERE id = $1")
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("gpu_model")?,
+                r.try_get("gpu_count")?,
+                r.try_get("state")?,
+            ))
+        })
+        .transpose()
+    }
+
+    /// GPUs of `model` that are present on a reachable host, assignable, and not held in any of
+    /// their functions.
+    pub async fn free_gpus(&self, model: &str) -> Result<Vec<FreeGpu>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT g.id, g.host, g.address, g.numa_node FROM gpus g
+             JOIN hosts h ON h.name = g.host
+             WHERE g.model = $1 AND g.present = $2 AND g.unassignable_reason IS NULL
+               AND h.configured = $2 AND h.state = 'reachable'
+               AND NOT EXISTS (SELECT 1 FROM gpu_claims c WHERE c.host = g.host AND c.address = g.address)
+               AND NOT EXISTS (
+                   SELECT 1 FROM iommu_members m JOIN gpu_claims c
+                       ON c.host = g.host AND c.address = m.address
+                   WHERE m.gpu_id = g.id AND m.is_bridge = $3)
+             ORDER BY g.host, g.address",
+        )
+        .bind(model)
+        .bind(true)
+        .bind(false)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut gpus = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let gpu_id: i64 = row.try_get("id")?;
+            let address: String = row.try_get("address")?;
+            let members = sqlx::query(
+                "SELECT address FROM iommu_members WHERE gpu_id = $1 AND is_bridge = $2 ORDER BY address",
+            )
+            .bind(gpu_id)
+            .bind(false)
+            .fetch_all(&self.pool)
+            .await?;
+            let mut functions: Vec<String> = members
+                .iter()
+                .map(|m| m.try_get("address"))
+                .collect::<Result<_, _>>()?;
+            if !functions.contains(&address) {
+                functions.push(address.clone());
+            }
+            functions.sort_by_key(|f| *f != address);
+            gpus.push(FreeGpu {
+                gpu_id,
+                host: row.try_get("host")?,
+                address,
+                numa_node: row.try_get("numa_node")?,
+                functions,
+            });
+        }
+        Ok(gpus)
+    }
+
+    /// Claims every function of `gpus` for a request and marks it placed, in one transaction.
+    /// Losing a race to another claim rolls everything back and says so.
+    pub async fn claim(
+        &self,
+        request_id: i64,
+        gpus: &[FreeGpu],
+    ) -> Result<ClaimOutcome, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        for gpu in gpus {
+            for function in &gpu.functions {
+                let inserted = sqlx::query(
+                    "INSERT INTO gpu_claims (host, address, gpu_id, request_id, claimed_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&gpu.host)
+                .bind(function)
+                .bind(gpu.gpu_id)
+                .bind(request_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Ok(_) => {}
+                    Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                        tx.rollback().await?;
+                        return Ok(ClaimOutcome::Lost);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let first = &gpus[0];
+        let same_numa = gpus.iter().all(|g| g.numa_node == first.numa_node);
+        sqlx::query(
+            "UPDATE gpu_requests SET state = 'placed', state_reason = NULL, host = $1, numa_node = $2,
+                 updated_at = $3
+             WHERE id = $4",
+        )
+        .bind(&first.host)
+        .bind(if same_numa { first.numa_node } else { None })
+        .bind(now)
+        .bind(request_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ClaimOutcome::Claimed)
+    }
+
+    /// Marks a request as waiting for GPUs, with the reason shown to its owner.
+    pub async fn mark_waiting(&self, request_id: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE gpu_requests SET state = 'waiting', state_reason = $1, updated_at = $2 WHERE id = $3")
+            .bind(reason)
+            .bind(now_ms())
+            .bind(request_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Frees every claim of a request and marks it released.
+    pub async fn release(&self, request_id: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM gpu_claims WHERE request_id = $1")
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE gpu_requests SET state = 'released', updated_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every claim: (host, function address, request id), for checks and the GPU list.
+    pub async fn claims(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT host, address, request_id FROM gpu_claims ORDER BY host, address")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("host")?,
+                    r.try_get("address")?,
+                    r.try_get("request_id")?,
+                ))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,152 @@
+//! GPU claims under contention, on SQLite and PostgreSQL: many approvals at once, from two
+//! database pools standing for two server processes, never give one GPU twice.
+
+mod common;
+
+use std::collections::HashSet;
+
+use passage_server::scheduler::{self, PlaceError};
+use passage_server::store::{NewRequest, Store};
+
+fn request(user_id: i64, model: &str, count: i64) -> NewRequest {
+    NewRequest {
+        user_id,
+        gpu_model: model.into(),
+        gpu_count: count,
+        vcpus: 8,
+        memory_mib: 32768,
+        disk_gib: 100,
+        image: "debian-12".into(),
+        hypervisor: "kvm".into(),
+        lease_hours: 24,
+        reason: "benchmarks".into(),
+    }
+}
+
+async fn prepared(url: &str) -> (Store, i64) {
+    let store = Store::open(url).await.unwrap();
+    store
+        .sync_hosts(&[("sim".into(), "simulated".into())])
+        .await
+        .unwrap();
+    let (inventory, gpus) = common::simulated_inventory().await;
+    store
+        .record_inventory("sim", &inventory, &gpus)
+        .await
+        .unwrap();
+    let user = store
+        .create_user("ada", "not-a-real-hash", false)
+        .await
+        .unwrap();
+    (store, user.id)
+}
+
+#[tokio::test]
+async fn fifty_concurrent_approvals_never_share_a_gpu() {
+    common::on_every_backend(|url| async move {
+        let (first, user) = prepared(&url).await;
+        // A second pool on the same database stands for a second server process.
+        let second = Store::open(&url).await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..50 {
+            ids.push(
+                first
+                    .create_request(&request(user, "H100 PCIe", 1))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut approvals = tokio::task::JoinSet::new();
+        for (i, id) in ids.iter().enumerate() {
+            let store = if i % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            let id = *id;
+            approvals.spawn(async move { scheduler::place(&store, id).await });
+        }
+        let mut placed = Vec::new();
+        let mut waiting = 0;
+        while let Some(result) = approvals.join_next().await {
+            match result.unwrap() {
+                Ok(placement) => placed.push(placement),
+                Err(PlaceError::NoFit(reason)) => {
+                    assert!(reason.contains("H100 PCIe"), "{reason}");
+                    waiting += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(placed.len(), 4, "the simulated host has four H100s");
+        assert_eq!(waiting, 46);
+        let gpus: HashSet<String> = placed.iter().flat_map(|p| p.gpus.clone()).collect();
+        assert_eq!(gpus.len(), 4, "every H100 is held once");
+        let claims = first.claims().await.unwrap();
+        assert_eq!(claims.len(), 4);
+        let holders: HashSet<i64> = claims.iter().map(|c| c.2).collect();
+        assert_eq!(holders.len(), 4, "by four different requests");
+
+        // Releasing one lets a waiting request in, first come first served is up to the caller.
+        let (.., holder) = claims[0].clone();
+        first.release(holder).await.unwrap();
+        let next = ids
+            .iter()
+            .find(|id| !holders.contains(id))
+            .copied()
+            .unwrap();
+        let placement = scheduler::place(&second, next).await.unwrap();
+        assert_eq!(placement.gpus, vec![claims[0].1.clone()]);
+        first.close().await;
+        second.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn whole_iommu_groups_are_claimed_and_numa_nodes_kept_together() {
+    common::on_every_backend(|url| async move {
+        let (store, user) = prepared(&url).await;
+        let ada = store
+            .create_request(&request(user, "RTX 6000 Ada Generation", 1))
+            .await
+            .unwrap();
+        let placement = scheduler::place(&store, ada).await.unwrap();
+        assert_eq!(placement.gpus, vec!["0000:e3:00.0"]);
+        let claimed: Vec<String> = store
+            .claims()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.2 == ada)
+            .map(|c| c.1)
+            .collect();
+        assert_eq!(
+            claimed,
+            vec!["0000:e3:00.0", "0000:e3:00.1"],
+            "the audio function goes along"
+        );
+
+        let pair = store
+            .create_request(&request(user, "A100 PCIe 80GB", 2))
+            .await
+            .unwrap();
+        let placement = scheduler::place(&store, pair).await.unwrap();
+        assert_eq!(placement.numa_node, Some(1));
+        assert_eq!(placement.gpus.len(), 2);
+
+        let too_many = store
+            .create_request(&request(user, "H100 PCIe", 5))
+            .await
+            .unwrap();
+        let err = scheduler::place(&store, too_many).await.unwrap_err();
+        assert!(matches!(err, PlaceError::NoFit(_)), "{err}");
+        // A request that is placed cannot be placed again.
+        assert!(matches!(
+            scheduler::place(&store, pair).await,
+            Err(PlaceError::NotPlaceable(_))
+        ));
+        store.close().await;
+    })
+    .await;
+}
