@@ -34,7 +34,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/me", get(me))
         .route("/api/v1/tokens", get(list_tokens).post(create_token))
         .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/images", get(list_images))
         .route("/api/v1/openapi.json", get(openapi))
+        .merge(crate::requests::routes())
         .route("/api/v1/{*rest}", axum::routing::any(not_found))
 }
 
@@ -47,10 +49,16 @@ pub fn routes() -> Router<AppState> {
                        `Authorization: Bearer <token>` (tokens from `POST /api/v1/tokens` or \
                        `passage token create`) or the session cookie set by `POST /api/v1/login`."
     ),
-    paths(healthz, list_hosts, list_gpus, refresh, login, logout, me, list_tokens, create_token, revoke_token),
+    paths(
+        healthz, list_hosts, list_gpus, refresh, list_images, login, logout, me, list_tokens,
+        create_token, revoke_token, crate::requests::create, crate::requests::list,
+        crate::requests::show, crate::requests::approve, crate::requests::deny
+    ),
     components(schemas(
         HostView, HostState, GpuView, GpuState, LinkView, IommuGroupView, IommuMemberView,
-        auth::User, crate::store::ApiTokenRecord, Credentials, NewToken, CreatedToken, ErrorBody
+        auth::User, crate::store::ApiTokenRecord, Credentials, NewToken, CreatedToken, ErrorBody,
+        crate::store::Image, crate::store::RequestView, crate::requests::RequestForm,
+        crate::requests::Denial
     )),
     modifiers(&SecuritySchemes),
     security(("bearer" = []), ("session" = []))
@@ -102,6 +110,13 @@ struct CreatedToken {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+}
+
+impl ApiError {
+    /// An error with this status and message.
+    pub fn new(status: StatusCode, message: String) -> ApiError {
+        ApiError { status, message }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -187,6 +202,16 @@ async fn list_gpus(
 async fn refresh(State(state): State<AppState>, _: Admin) -> Result<Json<Vec<HostView>>, ApiError> {
     state.inventory.refresh_all().await?;
     Ok(Json(state.store.hosts().await?))
+}
+
+/// The base images requests can name.
+#[utoipa::path(get, path = "/api/v1/images", tag = "requests",
+    responses((status = 200, body = [crate::store::Image]), (status = 401, body = ErrorBody)))]
+async fn list_images(
+    State(state): State<AppState>,
+    _: CurrentUser,
+) -> Result<Json<Vec<crate::store::Image>>, ApiError> {
+    Ok(Json(state.store.images().await?))
 }
 
 /// Body of `POST /api/v1/login`.

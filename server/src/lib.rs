@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod inventory;
+pub mod requests;
 pub mod scheduler;
 pub mod store;
 mod web;
@@ -50,6 +51,48 @@ impl axum::extract::FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
         state.leptos_options.clone()
     }
+}
+
+/// The base image the simulated host carries, registered as `debian-12` on first start.
+const SIMULATED_IMAGE: (&str, &str, &str) =
+    ("debian-12", "images", "debian-12-generic-amd64.qcow2");
+
+async fn register_simulated_image(
+    config: &Config,
+    store: &Store,
+    hosts: &[(String, LibvirtHost)],
+) -> anyhow::Result<()> {
+    let Some(simulated) = config
+        .hosts
+        .iter()
+        .find(|h| h.uri == config::SIMULATED_HOST_URI)
+    else {
+        return Ok(());
+    };
+    let (name, pool, volume) = SIMULATED_IMAGE;
+    if store.images().await?.iter().any(|i| i.name == name) {
+        return Ok(());
+    }
+    let Some((_, host)) = hosts.iter().find(|(n, _)| *n == simulated.name) else {
+        return Ok(());
+    };
+    match host.volume(pool, volume).await? {
+        Some(found) => {
+            store
+                .register_image(&store::Image {
+                    name: name.into(),
+                    host: simulated.name.clone(),
+                    pool: pool.into(),
+                    volume: volume.into(),
+                    path: found.path,
+                    capacity_bytes: i64::try_from(found.capacity_bytes).unwrap_or(i64::MAX),
+                })
+                .await?;
+            tracing::info!(image = name, host = %simulated.name, "registered the simulated host's base image");
+        }
+        None => tracing::warn!(pool, volume, "the simulated host has no base image volume"),
+    }
+    Ok(())
 }
 
 /// A started portal: listening, migrated, refreshing its hosts.
@@ -101,6 +144,7 @@ impl Portal {
                     .collect::<Vec<_>>(),
             )
             .await?;
+        register_simulated_image(&config, &store, &hosts).await?;
         let auth = auth::Auth::new(store.clone());
         let inventory = Inventory::new(store.clone(), hosts, auth.clone());
         if store.count_users().await? == 0 {

@@ -372,10 +372,180 @@ async fn the_api_describes_itself_as_openapi() {
         "/api/v1/me",
         "/api/v1/tokens",
         "/api/v1/tokens/{id}",
+        "/api/v1/images",
+        "/api/v1/requests",
+        "/api/v1/requests/{id}",
+        "/api/v1/requests/{id}/approve",
+        "/api/v1/requests/{id}/deny",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
     assert!(doc["components"]["schemas"]["GpuView"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_user_requests_gpus_and_an_admin_approves_or_denies() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(dir.path(), &[("simulated", "simulated")]);
+    let admin = common::client(&common::token_for(&config, "ops", true).await);
+    let ada = common::client(&common::token_for(&config, "ada", false).await);
+    let bob = common::client(&common::token_for(&config, "bob", false).await);
+    let portal = Portal::start(config).await.unwrap();
+    let base = format!("http://{}", portal.address);
+    admin
+        .post(format!("{base}/api/v1/inventory/refresh"))
+        .send()
+        .await
+        .unwrap();
+
+    let images: Value = ada
+        .get(format!("{base}/api/v1/images"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(images[0]["name"], "debian-12");
+
+    let body = |model: &str, count: i64| {
+        serde_json::json!({
+            "gpu_model": model, "gpu_count": count, "vcpus": 16, "memory_mib": 65536,
+            "disk_gib": 200, "image": "debian-12", "hypervisor": "kvm", "lease_hours": 48,
+            "reason": "rerun the passthrough study"
+        })
+    };
+    let file = |client: &reqwest::Client, body: Value| {
+        client
+            .post(format!("{base}/api/v1/requests"))
+            .json(&body)
+            .send()
+    };
+
+    let bad = file(
+        &ada,
+        serde_json::json!({
+            "gpu_model": "K80", "gpu_count": 99, "vcpus": 16, "memory_mib": 65536, "disk_gib": 200,
+            "image": "debian-12", "hypervisor": "esx", "lease_hours": 48, "reason": "x"
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 422);
+    let bad: Value = bad.json().await.unwrap();
+    for field in ["gpu_model", "gpu_count", "hypervisor"] {
+        assert!(bad["fields"][field].is_string(), "{field}: {bad}");
+    }
+
+    let filed = file(&ada, body("A100 PCIe 80GB", 2)).await.unwrap();
+    assert_eq!(filed.status(), 201);
+    let filed: Value = filed.json().await.unwrap();
+    assert_eq!(filed["state"], "pending");
+    let id = filed["id"].as_i64().unwrap();
+
+    // Nobody else sees it, and only admins approve.
+    assert_eq!(
+        bob.get(format!("{base}/api/v1/requests/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let approve = format!("{base}/api/v1/requests/{id}/approve");
+    assert_eq!(ada.post(&approve).send().await.unwrap().status(), 403);
+
+    let placed: Value = admin
+        .post(&approve)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(placed["state"], "placed");
+    assert_eq!(placed["numa_node"], 1);
+    assert_eq!(placed["gpus"].as_array().unwrap().len(), 2);
+    let mine: Value = ada
+        .get(format!("{base}/api/v1/requests/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["gpus"], placed["gpus"]);
+    assert_eq!(
+        admin.post(&approve).send().await.unwrap().status(),
+        409,
+        "placed once"
+    );
+
+    let gpus: Vec<GpuView> = ada
+        .get(format!("{base}/api/v1/gpus?state=claimed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(gpus.len(), 2);
+
+    // Two more A100s do not exist: approved, the request waits and says why.
+    let more: Value = file(&ada, body("A100 PCIe 80GB", 1))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let waiting: Value = admin
+        .post(format!("{base}/api/v1/requests/{}/approve", more["id"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(waiting["state"], "waiting");
+    assert!(waiting["state_reason"].as_str().unwrap().contains("A100"));
+
+    let other: Value = file(&bob, body("L40S", 1))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deny = format!("{base}/api/v1/requests/{}/deny", other["id"]);
+    let denied: Value = admin
+        .post(&deny)
+        .json(&serde_json::json!({ "reason": "no budget this month" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(denied["state"], "denied");
+    assert_eq!(denied["state_reason"], "no budget this month");
+    let listed: Vec<Value> = bob
+        .get(format!("{base}/api/v1/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "bob sees only his own");
+    let all: Vec<Value> = admin
+        .get(format!("{base}/api/v1/requests"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }

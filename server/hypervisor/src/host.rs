@@ -29,6 +29,15 @@ pub struct HostInventory {
     pub devices: Vec<PciDevice>,
 }
 
+/// A storage volume, e.g. a base image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// The volume's path (or key) on the host.
+    pub path: String,
+    /// Its virtual size in bytes.
+    pub capacity_bytes: u64,
+}
+
 /// A hypervisor host reached through one libvirt URI.
 #[derive(Debug, Clone)]
 pub struct LibvirtHost {
@@ -103,6 +112,43 @@ impl LibvirtHost {
                 ),
                 devices,
             })
+        })
+        .await
+    }
+
+    /// The volume `name` in storage pool `pool`, or `None` when either does not exist.
+    pub async fn volume(&self, pool: &str, name: &str) -> Result<Option<Volume>, HypervisorError> {
+        if pool.contains('\0') || name.contains('\0') {
+            return Ok(None);
+        }
+        let (pool, name) = (pool.to_string(), name.to_string());
+        self.with_connection(move |uri, conn| {
+            let missing = |e: &VirtError| {
+                matches!(
+                    e.code(),
+                    ErrorNumber::NoStoragePool | ErrorNumber::NoStorageVolume
+                )
+            };
+            let pool = match virt::storage_pool::StoragePool::lookup_by_name(conn, &pool) {
+                Ok(pool) => pool,
+                Err(e) if missing(&e) => return Ok(None),
+                Err(e) => return Err(call_error(uri, "virStoragePoolLookupByName", e)),
+            };
+            let volume = match virt::storage_vol::StorageVol::lookup_by_name(&pool, &name) {
+                Ok(volume) => volume,
+                Err(e) if missing(&e) => return Ok(None),
+                Err(e) => return Err(call_error(uri, "virStorageVolLookupByName", e)),
+            };
+            let path = volume
+                .get_path()
+                .map_err(|e| call_error(uri, "virStorageVolGetPath", e))?;
+            let info = volume
+                .get_info()
+                .map_err(|e| call_error(uri, "virStorageVolGetInfo", e))?;
+            Ok(Some(Volume {
+                path,
+                capacity_bytes: info.capacity,
+            }))
         })
         .await
     }

@@ -12,5 +12,5 @@ pub mod pci;
 
 pub use error::HypervisorError;
 pub use gpu::{Assignability, Gpu, IommuGroup, IommuMember, classify, is_nvidia_gpu};
-pub use host::{HostInventory, LibvirtHost};
+pub use host::{HostInventory, LibvirtHost, Volume};
 pub use pci::{PciAddress, PciDevice, PcieLink};

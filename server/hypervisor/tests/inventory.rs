@@ -74,6 +74,21 @@ async fn the_simulated_host_has_eight_gpus_on_two_numa_nodes() {
 }
 
 #[tokio::test]
+async fn the_simulated_host_has_a_base_image_volume() {
+    let host = LibvirtHost::new(simulated_host_uri(), Duration::from_secs(10)).unwrap();
+    let volume = host
+        .volume("images", "debian-12-generic-amd64.qcow2")
+        .await
+        .unwrap()
+        .expect("the bundled base image");
+    assert_eq!(volume.capacity_bytes, 3 << 30);
+    assert!(volume.path.ends_with("debian-12-generic-amd64.qcow2"));
+    assert_eq!(host.volume("images", "nope.qcow2").await.unwrap(), None);
+    assert_eq!(host.volume("nope", "x").await.unwrap(), None);
+    host.disconnect().await;
+}
+
+#[tokio::test]
 async fn an_unreachable_host_fails_clearly_and_recovers_when_it_comes_back() {
     let dir = tempfile_dir();
     let file = dir.join("host.xml");

@@ -240,3 +240,170 @@ impl Store {
             .collect()
     }
 }
+
+/// A registered base image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Image {
+    /// The name users pick, e.g. `debian-12`.
+    pub name: String,
+    /// The host whose storage holds it.
+    pub host: String,
+    /// The libvirt storage pool.
+    pub pool: String,
+    /// The volume in that pool.
+    pub volume: String,
+    /// The volume's path on the host.
+    pub path: String,
+    /// Its virtual size in bytes.
+    pub capacity_bytes: i64,
+}
+
+impl Store {
+    /// Registers an image; a taken name is a unique violation.
+    pub async fn register_image(&self, image: &Image) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO images (name, host, pool, volume, path, capacity_bytes, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&image.name)
+        .bind(&image.host)
+        .bind(&image.pool)
+        .bind(&image.volume)
+        .bind(&image.path)
+        .bind(image.capacity_bytes)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every image, by name.
+    pub async fn images(&self) -> Result<Vec<Image>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, host, pool, volume, path, capacity_bytes FROM images ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Image {
+                    name: r.try_get("name")?,
+                    host: r.try_get("host")?,
+                    pool: r.try_get("pool")?,
+                    volume: r.try_get("volume")?,
+                    path: r.try_get("path")?,
+                    capacity_bytes: r.try_get("capacity_bytes")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A request as its owner and the admins see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct RequestView {
+    /// Its id.
+    pub id: i64,
+    /// Who filed it.
+    pub user: String,
+    /// GPU model.
+    pub gpu_model: String,
+    /// GPUs asked for.
+    pub gpu_count: i64,
+    /// Virtual CPUs.
+    pub vcpus: i64,
+    /// Memory in MiB.
+    pub memory_mib: i64,
+    /// Disk in GiB.
+    pub disk_gib: i64,
+    /// Base image.
+    pub image: String,
+    /// `kvm` or `xen`.
+    pub hypervisor: String,
+    /// Lease in hours.
+    pub lease_hours: i64,
+    /// Why.
+    pub reason: String,
+    /// `pending`, `waiting`, `placed`, `denied` or `released`.
+    pub state: String,
+    /// Why it is waiting or was denied.
+    pub state_reason: Option<String>,
+    /// Host it was placed on.
+    pub host: Option<String>,
+    /// NUMA node of its GPUs, when they share one.
+    pub numa_node: Option<i64>,
+    /// The PCI addresses of the GPUs it holds.
+    pub gpus: Vec<String>,
+}
+
+impl Store {
+    /// Requests, newest first: all of them, or one user's.
+    pub async fn requests(&self, user_id: Option<i64>) -> Result<Vec<RequestView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.id, u.name AS user_name, r.gpu_model, r.gpu_count, r.vcpus, r.memory_mib,
+                 r.disk_gib, r.image, r.hypervisor, r.lease_hours, r.reason, r.state,
+                 r.state_reason, r.host, r.numa_node
+             FROM gpu_requests r JOIN users u ON u.id = r.user_id
+             WHERE ($1 = 0 OR r.user_id = $1)
+             ORDER BY r.id DESC",
+        )
+        .bind(user_id.unwrap_or(0))
+        .fetch_all(&self.pool)
+        .await?;
+        let claims = self.claimed_gpus().await?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get("id")?;
+                Ok(RequestView {
+                    id,
+                    user: r.try_get("user_name")?,
+                    gpu_model: r.try_get("gpu_model")?,
+                    gpu_count: r.try_get("gpu_count")?,
+                    vcpus: r.try_get("vcpus")?,
+                    memory_mib: r.try_get("memory_mib")?,
+                    disk_gib: r.try_get("disk_gib")?,
+                    image: r.try_get("image")?,
+                    hypervisor: r.try_get("hypervisor")?,
+                    lease_hours: r.try_get("lease_hours")?,
+                    reason: r.try_get("reason")?,
+                    state: r.try_get("state")?,
+                    state_reason: r.try_get("state_reason")?,
+                    host: r.try_get("host")?,
+                    numa_node: r.try_get("numa_node")?,
+                    gpus: claims
+                        .iter()
+                        .filter(|(request, _)| *request == id)
+                        .map(|(_, address)| address.clone())
+                        .collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// The GPU (not every function) each request holds: (request id, GPU address).
+    async fn claimed_gpus(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.request_id, c.address FROM gpu_claims c JOIN gpus g ON g.id = c.gpu_id
+             WHERE g.address = c.address ORDER BY c.request_id, c.address",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("request_id")?, r.try_get("address")?)))
+            .collect()
+    }
+
+    /// Denies a pending or waiting request; false when it is in another state.
+    pub async fn deny(&self, request_id: i64, reason: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE gpu_requests SET state = 'denied', state_reason = $1, updated_at = $2
+             WHERE id = $3 AND state IN ('pending', 'waiting')",
+        )
+        .bind(reason)
+        .bind(now_ms())
+        .bind(request_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
