@@ -173,6 +173,8 @@ impl GpuState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Viewer {
+    /// Database id.
+    pub id: i64,
     /// Login name.
     pub name: String,
     /// Admins may refresh the inventory (and, later, approve requests).
@@ -192,40 +194,11 @@ pub struct InventoryView {
 }
 
 /// Server-side access to the inventory, provided to server functions through context.
-#[cfg(feature = "ssr")]
-pub mod service {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::sync::Arc;
-
-    use super::{InventoryView, Viewer};
-
-    /// A boxed future, so that the service can be a trait object.
-    pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-    /// What the UI needs from the server: who is asking, and the inventory.
-    pub trait InventoryService: Send + Sync + 'static {
-        /// The signed-in user behind these request headers, if any.
-        fn viewer<'a>(
-            &'a self,
-            headers: &'a axum::http::HeaderMap,
-        ) -> BoxFuture<'a, Result<Option<Viewer>, String>>;
-        /// The stored inventory of every configured host, for `viewer`.
-        fn snapshot(&self, viewer: Viewer) -> BoxFuture<'_, Result<InventoryView, String>>;
-        /// Asks every host for a fresh inventory now and waits until all have answered or failed.
-        fn refresh(&self) -> BoxFuture<'_, Result<(), String>>;
-    }
-
-    /// The handle placed in context.
-    #[derive(Clone)]
-    pub struct Inventory(pub Arc<dyn InventoryService>);
-}
-
 /// The service and the signed-in user of the current request.
 #[cfg(feature = "ssr")]
-async fn signed_in() -> Result<(service::Inventory, Option<Viewer>), ServerFnError> {
-    let service = use_context::<service::Inventory>()
-        .ok_or_else(|| ServerFnError::new("inventory service missing from context"))?;
+pub(crate) async fn signed_in() -> Result<(crate::service::Portal, Option<Viewer>), ServerFnError> {
+    let service = use_context::<crate::service::Portal>()
+        .ok_or_else(|| ServerFnError::new("portal service missing from context"))?;
     let headers: axum::http::HeaderMap = leptos_axum::extract().await?;
     let viewer = service
         .0

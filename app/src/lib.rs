@@ -5,6 +5,9 @@
 
 pub mod inventory;
 mod pages;
+pub mod requests;
+#[cfg(feature = "ssr")]
+pub mod service;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
@@ -41,6 +44,7 @@ pub fn App() -> impl IntoView {
                 <A href="/" attr:class="brand">"Passage"</A>
                 <nav>
                     <A href="/">"Hosts & GPUs"</A>
+                    <A href="/requests">"Requests"</A>
                 </nav>
                 <Account/>
             </header>
@@ -48,6 +52,7 @@ pub fn App() -> impl IntoView {
                 <Routes fallback=|| view! { <p class="notice">"No such page."</p> }>
                     <Route path=path!("/") view=pages::hosts::HostsPage/>
                     <Route path=path!("/login") view=pages::login::LoginPage/>
+                    <Route path=path!("/requests") view=pages::requests::RequestsPage/>
                 </Routes>
             </main>
         </Router>

@@ -57,7 +57,7 @@ pub fn routes() -> Router<AppState> {
     components(schemas(
         HostView, HostState, GpuView, GpuState, LinkView, IommuGroupView, IommuMemberView,
         auth::User, crate::store::ApiTokenRecord, Credentials, NewToken, CreatedToken, ErrorBody,
-        crate::store::Image, crate::store::RequestView, crate::requests::RequestForm,
+        crate::store::Image, passage_app::requests::RequestView, passage_app::requests::RequestForm,
         crate::requests::Denial
     )),
     modifiers(&SecuritySchemes),

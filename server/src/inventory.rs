@@ -8,14 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use passage_app::inventory::service::{BoxFuture, InventoryService};
 use passage_app::inventory::{InventoryView, Viewer};
 use passage_hypervisor::{LibvirtHost, classify};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Auth;
 use crate::store::{Store, StoreError};
 
 /// The first retry of a failing host comes after this long, doubling up to the refresh period.
@@ -35,8 +33,6 @@ struct HostEntry {
 pub struct Inventory {
     store: Store,
     hosts: Arc<Vec<HostEntry>>,
-    /// Who may see it (the UI asks through the same handle).
-    auth: Auth,
 }
 
 /// How one host's inventory pass went.
@@ -56,10 +52,9 @@ pub enum PassOutcome {
 
 impl Inventory {
     /// An inventory over `hosts` (name and libvirt host), recording into `store`.
-    pub fn new(store: Store, hosts: Vec<(String, LibvirtHost)>, auth: Auth) -> Inventory {
+    pub fn new(store: Store, hosts: Vec<(String, LibvirtHost)>) -> Inventory {
         Inventory {
             store,
-            auth,
             hosts: Arc::new(
                 hosts
                     .into_iter()
@@ -172,32 +167,5 @@ impl Inventory {
             hosts: self.store.hosts().await?,
             gpus: self.store.gpus().await?,
         })
-    }
-}
-
-impl InventoryService for Inventory {
-    fn viewer<'a>(
-        &'a self,
-        headers: &'a axum::http::HeaderMap,
-    ) -> BoxFuture<'a, Result<Option<Viewer>, String>> {
-        Box::pin(async move {
-            let user = self
-                .auth
-                .authenticate(headers)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(user.map(|u| Viewer {
-                name: u.name,
-                is_admin: u.is_admin,
-            }))
-        })
-    }
-
-    fn snapshot(&self, viewer: Viewer) -> BoxFuture<'_, Result<InventoryView, String>> {
-        Box::pin(async move { self.view(viewer).await.map_err(|e| e.to_string()) })
-    }
-
-    fn refresh(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.refresh_all().await.map_err(|e| e.to_string()) })
     }
 }

@@ -146,7 +146,7 @@ impl Portal {
             .await?;
         register_simulated_image(&config, &store, &hosts).await?;
         let auth = auth::Auth::new(store.clone());
-        let inventory = Inventory::new(store.clone(), hosts, auth.clone());
+        let inventory = Inventory::new(store.clone(), hosts);
         if store.count_users().await? == 0 {
             tracing::warn!(
                 "no accounts yet: create the first admin with `passage user add NAME --admin` \

@@ -12,11 +12,13 @@ use serde::Deserialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use passage_app::requests::{Choices, RequestForm, RequestView};
+
 use crate::AppState;
 use crate::api::ApiError;
-use crate::auth::{Admin, CurrentUser};
+use crate::auth::{Admin, CurrentUser, User};
 use crate::scheduler::{self, PlaceError};
-use crate::store::{NewRequest, RequestView};
+use crate::store::{NewRequest, Store, StoreError};
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -27,114 +29,63 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/requests/{id}/deny", post(deny))
 }
 
-/// Body of `POST /api/v1/requests`. Every field is required.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RequestForm {
-    /// A `model` from `GET /api/v1/gpus`.
-    pub gpu_model: String,
-    /// 1 to 16.
-    pub gpu_count: i64,
-    /// 1 to 256.
-    pub vcpus: i64,
-    /// 512 to 4,194,304 (4 TiB).
-    pub memory_mib: i64,
-    /// 1 to 65,536.
-    pub disk_gib: i64,
-    /// A `name` from `GET /api/v1/images`.
-    pub image: String,
-    /// `kvm` or `xen`.
-    pub hypervisor: String,
-    /// 1 to 720 (30 days).
-    pub lease_hours: i64,
-    /// Why, for the admin: 1 to 1,000 characters.
-    pub reason: String,
+/// Why a request action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Fields that are not valid, each with its message.
+    #[error("some fields are not valid")]
+    Invalid(BTreeMap<String, String>),
+    /// No such request (or not yours).
+    #[error("no request {0}")]
+    NotFound(i64),
+    /// The request is not in a state that allows this.
+    #[error("request {0} is not pending or waiting")]
+    Conflict(i64),
+    /// Every placement attempt lost a race.
+    #[error("the GPUs are too contended right now; approve again")]
+    Contended,
+    /// A denial needs a reason.
+    #[error("say why the request is denied")]
+    NoReason,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// Checks every field; the errors name each bad field.
-pub fn validate(
-    form: &RequestForm,
-    models: &[String],
-    images: &[String],
-) -> Result<(), BTreeMap<&'static str, String>> {
-    let mut errors = BTreeMap::new();
-    let mut range = |field: &'static str, value: i64, min: i64, max: i64| {
-        if !(min..=max).contains(&value) {
-            errors.insert(field, format!("must be from {min} to {max}, got {value}"));
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        if let RequestError::Store(e) = e {
+            return e.into();
         }
-    };
-    range("gpu_count", form.gpu_count, 1, 16);
-    range("vcpus", form.vcpus, 1, 256);
-    range("memory_mib", form.memory_mib, 512, 4 << 20);
-    range("disk_gib", form.disk_gib, 1, 65_536);
-    range("lease_hours", form.lease_hours, 1, 720);
-    if !models.contains(&form.gpu_model) {
-        errors.insert(
-            "gpu_model",
-            format!(
-                "{:?} is not a GPU model here; choose one of: {}",
-                form.gpu_model,
-                models.join(", ")
-            ),
-        );
-    }
-    if !images.contains(&form.image) {
-        errors.insert(
-            "image",
-            format!(
-                "{:?} is not an image here; choose one of: {}",
-                form.image,
-                images.join(", ")
-            ),
-        );
-    }
-    if !matches!(form.hypervisor.as_str(), "kvm" | "xen") {
-        errors.insert("hypervisor", "must be \"kvm\" or \"xen\"".into());
-    }
-    let reason = form.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 1000 {
-        errors.insert("reason", "say why in 1 to 1000 characters".into());
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
+        let status = match &e {
+            RequestError::Invalid(_) | RequestError::NoReason => StatusCode::UNPROCESSABLE_ENTITY,
+            RequestError::NotFound(_) => StatusCode::NOT_FOUND,
+            RequestError::Conflict(_) => StatusCode::CONFLICT,
+            RequestError::Contended | RequestError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
     }
 }
 
-/// Files a request; answers 201 with its id and `pending`, or 422 naming every bad field.
-#[utoipa::path(post, path = "/api/v1/requests", tag = "requests", request_body = RequestForm,
-    responses((status = 201, description = "filed: {id, state}"), (status = 422, description = "{error, fields}"), (status = 401)))]
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
-    Json(form): Json<RequestForm>,
-) -> Result<Response, ApiError> {
-    let mut models: Vec<String> = state
-        .store
-        .gpus()
-        .await?
-        .into_iter()
-        .map(|g| g.model)
-        .collect();
+/// The GPU models and images a request can name now.
+pub async fn choices(store: &Store) -> Result<Choices, StoreError> {
+    let mut models: Vec<String> = store.gpus().await?.into_iter().map(|g| g.model).collect();
     models.sort();
     models.dedup();
-    let images: Vec<String> = state
-        .store
-        .images()
-        .await?
-        .into_iter()
-        .map(|i| i.name)
-        .collect();
-    if let Err(fields) = validate(&form, &models, &images) {
-        return Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "error": "some fields are not valid", "fields": fields })),
-        )
-            .into_response());
-    }
-    let id = state
-        .store
+    let images = store.images().await?.into_iter().map(|i| i.name).collect();
+    Ok(Choices { models, images })
+}
+
+/// Files a request for `user` after checking every field.
+pub async fn file_request(
+    store: &Store,
+    user: &User,
+    form: RequestForm,
+) -> Result<i64, RequestError> {
+    let Choices { models, images } = choices(store).await?;
+    form.validate(&models, &images)
+        .map_err(RequestError::Invalid)?;
+    let id = store
         .create_request(&NewRequest {
             user_id: user.id,
             gpu_model: form.gpu_model,
@@ -149,11 +100,60 @@ pub(crate) async fn create(
         })
         .await?;
     tracing::info!(request = id, user = %user.name, "request filed");
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": id, "state": "pending" })),
-    )
-        .into_response())
+    Ok(id)
+}
+
+/// Approves a request: its GPUs are claimed now, or it waits with the reason.
+pub async fn approve_request(store: &Store, id: i64) -> Result<(), RequestError> {
+    match scheduler::place(store, id).await {
+        Ok(placement) => {
+            tracing::info!(request = id, host = %placement.host, gpus = ?placement.gpus, "request approved and placed");
+            Ok(())
+        }
+        Err(PlaceError::NoFit(reason)) => {
+            tracing::info!(request = id, %reason, "request approved, waiting for GPUs");
+            Ok(())
+        }
+        Err(PlaceError::NotPlaceable(_)) => Err(RequestError::Conflict(id)),
+        Err(PlaceError::Contended) => Err(RequestError::Contended),
+        Err(PlaceError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// Denies a pending or waiting request.
+pub async fn deny_request(store: &Store, id: i64, reason: &str) -> Result<(), RequestError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(RequestError::NoReason);
+    }
+    if !store.deny(id, reason).await? {
+        return Err(RequestError::Conflict(id));
+    }
+    tracing::info!(request = id, reason, "request denied");
+    Ok(())
+}
+
+/// Files a request; answers 201 with its id and `pending`, or 422 naming every bad field.
+#[utoipa::path(post, path = "/api/v1/requests", tag = "requests", request_body = RequestForm,
+    responses((status = 201, description = "filed: {id, state}"), (status = 422, description = "{error, fields}"), (status = 401)))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Json(form): Json<RequestForm>,
+) -> Result<Response, ApiError> {
+    match file_request(&state.store, &user, form).await {
+        Ok(id) => Ok((
+            StatusCode::CREATED,
+            Json(json!({ "id": id, "state": "pending" })),
+        )
+            .into_response()),
+        Err(RequestError::Invalid(fields)) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({ "error": "some fields are not valid", "fields": fields })),
+        )
+            .into_response()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Your requests; admins see everyone's.
@@ -205,27 +205,7 @@ pub(crate) async fn approve(
     Path(id): Path<i64>,
 ) -> Result<Json<RequestView>, ApiError> {
     visible(&state, &admin, id).await?;
-    match scheduler::place(&state.store, id).await {
-        Ok(placement) => {
-            tracing::info!(request = id, admin = %admin.name, host = %placement.host, gpus = ?placement.gpus, "request approved and placed");
-        }
-        Err(PlaceError::NoFit(reason)) => {
-            tracing::info!(request = id, admin = %admin.name, %reason, "request approved, waiting for GPUs");
-        }
-        Err(PlaceError::NotPlaceable(_)) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!("request {id} is not pending or waiting"),
-            ));
-        }
-        Err(PlaceError::Contended) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the GPUs are too contended right now; approve again".into(),
-            ));
-        }
-        Err(PlaceError::Store(e)) => return Err(e.into()),
-    }
+    approve_request(&state.store, id).await?;
     Ok(Json(visible(&state, &admin, id).await?))
 }
 
@@ -247,73 +227,6 @@ pub(crate) async fn deny(
     Json(denial): Json<Denial>,
 ) -> Result<Json<RequestView>, ApiError> {
     visible(&state, &admin, id).await?;
-    let reason = denial.reason.trim();
-    if reason.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "say why the request is denied".into(),
-        ));
-    }
-    if !state.store.deny(id, reason).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("request {id} is not pending or waiting"),
-        ));
-    }
-    tracing::info!(request = id, admin = %admin.name, reason, "request denied");
+    deny_request(&state.store, id, &denial.reason).await?;
     Ok(Json(visible(&state, &admin, id).await?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn form() -> RequestForm {
-        RequestForm {
-            gpu_model: "H100 PCIe".into(),
-            gpu_count: 1,
-            vcpus: 8,
-            memory_mib: 32768,
-            disk_gib: 100,
-            image: "debian-12".into(),
-            hypervisor: "kvm".into(),
-            lease_hours: 24,
-            reason: "benchmarks".into(),
-        }
-    }
-
-    #[test]
-    fn every_bad_field_gets_its_own_message() {
-        let models = vec!["H100 PCIe".to_string()];
-        let images = vec!["debian-12".to_string()];
-        assert!(validate(&form(), &models, &images).is_ok());
-        let bad = RequestForm {
-            gpu_model: "K80".into(),
-            gpu_count: 0,
-            vcpus: 1000,
-            memory_mib: 1,
-            disk_gib: 0,
-            image: "windows".into(),
-            hypervisor: "vmware".into(),
-            lease_hours: 10_000,
-            reason: " ".into(),
-        };
-        let errors = validate(&bad, &models, &images).unwrap_err();
-        let fields: Vec<&str> = errors.keys().copied().collect();
-        assert_eq!(
-            fields,
-            vec![
-                "disk_gib",
-                "gpu_count",
-                "gpu_model",
-                "hypervisor",
-                "image",
-                "lease_hours",
-                "memory_mib",
-                "reason",
-                "vcpus"
-            ]
-        );
-        assert!(errors["gpu_model"].contains("H100 PCIe"));
-    }
 }

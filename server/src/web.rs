@@ -12,7 +12,9 @@ use axum::{Form, Router};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, file_and_error_handler, generate_route_list};
-use passage_app::inventory::service::Inventory as InventoryHandle;
+use passage_app::inventory::{InventoryView, Viewer};
+use passage_app::requests::{Choices, RequestForm, RequestView};
+use passage_app::service::{BoxFuture, Portal, PortalService, RequestFailure};
 use passage_app::{App, shell};
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
@@ -48,7 +50,9 @@ pub fn site_options(config: &Config) -> LeptosOptions {
 /// Pages, server functions, the API and static files in one router.
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
-    let handle = InventoryHandle(Arc::new(state.inventory.clone()));
+    let handle = Portal(Arc::new(UiService {
+        state: state.clone(),
+    }));
     let options = state.leptos_options.clone();
     Router::new()
         .merge(crate::api::routes())
@@ -65,6 +69,113 @@ pub fn router(state: AppState) -> Router {
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// What the pages' server functions reach: the same state, rules and checks as the API.
+struct UiService {
+    state: AppState,
+}
+
+impl PortalService for UiService {
+    fn viewer<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+    ) -> BoxFuture<'a, Result<Option<Viewer>, String>> {
+        Box::pin(async move {
+            let user = self
+                .state
+                .auth
+                .authenticate(headers)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(user.map(|u| Viewer {
+                id: u.id,
+                name: u.name,
+                is_admin: u.is_admin,
+            }))
+        })
+    }
+
+    fn snapshot(&self, viewer: Viewer) -> BoxFuture<'_, Result<InventoryView, String>> {
+        Box::pin(async move {
+            self.state
+                .inventory
+                .view(viewer)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn refresh(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.state
+                .inventory
+                .refresh_all()
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn choices(&self) -> BoxFuture<'_, Result<Choices, String>> {
+        Box::pin(async move {
+            crate::requests::choices(&self.state.store)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn requests(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<RequestView>, String>> {
+        Box::pin(async move {
+            let scope = if viewer.is_admin {
+                None
+            } else {
+                Some(viewer.id)
+            };
+            self.state
+                .store
+                .requests(scope)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn file(
+        &self,
+        viewer: Viewer,
+        form: RequestForm,
+    ) -> BoxFuture<'_, Result<i64, RequestFailure>> {
+        Box::pin(async move {
+            let user = auth::User {
+                id: viewer.id,
+                name: viewer.name,
+                is_admin: viewer.is_admin,
+            };
+            crate::requests::file_request(&self.state.store, &user, form)
+                .await
+                .map_err(|e| match e {
+                    crate::requests::RequestError::Invalid(fields) => {
+                        RequestFailure::Invalid(fields)
+                    }
+                    other => RequestFailure::Other(other.to_string()),
+                })
+        })
+    }
+
+    fn approve(&self, id: i64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            crate::requests::approve_request(&self.state.store, id)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn deny(&self, id: i64, reason: String) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            crate::requests::deny_request(&self.state.store, id, &reason)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// The sign-in form's fields.

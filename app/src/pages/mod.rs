@@ -1,2 +1,3 @@
 pub mod hosts;
 pub mod login;
+pub mod requests;

@@ -1,5 +1,6 @@
 //! Queries for GPU requests and the claims that hold GPUs for them.
 
+use passage_app::requests::RequestView;
 use sqlx::Row;
 
 use super::{Store, StoreError, now_ms};
@@ -297,43 +298,6 @@ impl Store {
             })
             .collect()
     }
-}
-
-/// A request as its owner and the admins see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct RequestView {
-    /// Its id.
-    pub id: i64,
-    /// Who filed it.
-    pub user: String,
-    /// GPU model.
-    pub gpu_model: String,
-    /// GPUs asked for.
-    pub gpu_count: i64,
-    /// Virtual CPUs.
-    pub vcpus: i64,
-    /// Memory in MiB.
-    pub memory_mib: i64,
-    /// Disk in GiB.
-    pub disk_gib: i64,
-    /// Base image.
-    pub image: String,
-    /// `kvm` or `xen`.
-    pub hypervisor: String,
-    /// Lease in hours.
-    pub lease_hours: i64,
-    /// Why.
-    pub reason: String,
-    /// `pending`, `waiting`, `placed`, `denied` or `released`.
-    pub state: String,
-    /// Why it is waiting or was denied.
-    pub state_reason: Option<String>,
-    /// Host it was placed on.
-    pub host: Option<String>,
-    /// NUMA node of its GPUs, when they share one.
-    pub numa_node: Option<i64>,
-    /// The PCI addresses of the GPUs it holds.
-    pub gpus: Vec<String>,
 }
 
 impl Store {

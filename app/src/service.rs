@@ -1,0 +1,51 @@
+//! What the server provides to server functions, through context: who is asking, the
+//! inventory and the requests. The server implements [`PortalService`]; the UI never touches the
+//! database itself.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::inventory::{InventoryView, Viewer};
+use crate::requests::{Choices, RequestForm, RequestView};
+
+/// A boxed future, so that the service can be a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a request action failed.
+#[derive(Debug, Clone)]
+pub enum RequestFailure {
+    /// Fields that are not valid, each with its message.
+    Invalid(BTreeMap<String, String>),
+    /// Anything else, in words.
+    Other(String),
+}
+
+/// What the UI needs from the server.
+pub trait PortalService: Send + Sync + 'static {
+    /// The signed-in user behind these request headers, if any.
+    fn viewer<'a>(
+        &'a self,
+        headers: &'a axum::http::HeaderMap,
+    ) -> BoxFuture<'a, Result<Option<Viewer>, String>>;
+    /// The stored inventory of every configured host, for `viewer`.
+    fn snapshot(&self, viewer: Viewer) -> BoxFuture<'_, Result<InventoryView, String>>;
+    /// Asks every host for a fresh inventory now and waits until all have answered or failed.
+    fn refresh(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// GPU models and image names a request can name.
+    fn choices(&self) -> BoxFuture<'_, Result<Choices, String>>;
+    /// The viewer's requests (admins: everyone's), newest first.
+    fn requests(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<RequestView>, String>>;
+    /// Files a request for the viewer; returns its id.
+    fn file(&self, viewer: Viewer, form: RequestForm)
+    -> BoxFuture<'_, Result<i64, RequestFailure>>;
+    /// Approves a request (the caller checked that the viewer is an admin).
+    fn approve(&self, id: i64) -> BoxFuture<'_, Result<(), String>>;
+    /// Denies a request with a reason (the caller checked that the viewer is an admin).
+    fn deny(&self, id: i64, reason: String) -> BoxFuture<'_, Result<(), String>>;
+}
+
+/// The handle placed in context.
+#[derive(Clone)]
+pub struct Portal(pub Arc<dyn PortalService>);
