@@ -69,7 +69,41 @@ struct ConfigFile {
     site_dir: Option<PathBuf>,
     log: Option<String>,
     inventory: Option<InventoryFile>,
+    quotas: Option<Quotas>,
+    auto_approve: Option<AutoApprove>,
     hosts: Option<Vec<HostConfig>>,
+}
+
+/// What each user may hold at once; checked when a request is filed and again at approval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quotas {
+    /// GPUs held by placed requests, plus the one being asked for.
+    pub gpus: i64,
+    /// Requests open at once (pending, waiting or placed).
+    pub requests: i64,
+    /// The longest lease.
+    pub lease_hours: i64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            gpus: 8,
+            requests: 4,
+            lease_hours: 168,
+        }
+    }
+}
+
+/// Requests this small are approved at once, without an admin. `gpus = 0` turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoApprove {
+    /// At most this many GPUs.
+    pub gpus: i64,
+    /// For at most this many hours.
+    pub lease_hours: i64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +141,10 @@ pub struct Config {
     pub inventory_refresh: Duration,
     /// Limit for one libvirt call, opening the connection included.
     pub libvirt_call_timeout: Duration,
+    /// Per-user limits.
+    pub quotas: Quotas,
+    /// Which requests need no admin.
+    pub auto_approve: AutoApprove,
     /// The hypervisor hosts.
     pub hosts: Vec<HostConfig>,
 }
@@ -189,6 +227,8 @@ impl Config {
                 inventory.call_timeout_secs,
                 30,
             )?),
+            quotas: file.quotas.unwrap_or_default(),
+            auto_approve: file.auto_approve.unwrap_or_default(),
             hosts: file.hosts.unwrap_or_else(|| {
                 vec![HostConfig {
                     name: SIMULATED_HOST_NAME.into(),
@@ -234,6 +274,21 @@ impl Config {
             return Err(invalid(
                 "inventory.call_timeout_secs",
                 "must be at least 1 second".into(),
+            ));
+        }
+        for (key, value) in [
+            ("quotas.gpus", self.quotas.gpus),
+            ("quotas.requests", self.quotas.requests),
+            ("quotas.lease_hours", self.quotas.lease_hours),
+        ] {
+            if value < 1 {
+                return Err(invalid(key, format!("must be at least 1, got {value}")));
+            }
+        }
+        if self.auto_approve.gpus < 0 || self.auto_approve.lease_hours < 0 {
+            return Err(invalid(
+                "auto_approve",
+                "gpus and lease_hours cannot be negative".into(),
             ));
         }
         for (i, host) in self.hosts.iter().enumerate() {
@@ -373,6 +428,29 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:7000");
         assert_eq!(config.database_url, "postgres://p@db/passage");
+    }
+
+    #[test]
+    fn quotas_and_auto_approval_have_defaults_and_can_be_set() {
+        let config = from("", &[]).unwrap();
+        assert_eq!(config.quotas, Quotas::default());
+        assert_eq!(config.auto_approve.gpus, 0, "off unless configured");
+        let config = from(
+            "[quotas]\ngpus = 2\n\n[auto_approve]\ngpus = 1\nlease_hours = 12\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.quotas.gpus, 2);
+        assert_eq!(config.quotas.requests, 4);
+        assert_eq!(
+            config.auto_approve,
+            AutoApprove {
+                gpus: 1,
+                lease_hours: 12
+            }
+        );
+        let err = from("[quotas]\ngpus = 0\n", &[]).unwrap_err();
+        assert!(err.to_string().starts_with("quotas.gpus:"), "{err}");
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct AppState {
     pub inventory: Inventory,
     /// Accounts and sign-in.
     pub auth: auth::Auth,
+    /// Quotas and the auto-approval policy.
+    pub policy: requests::Policy,
 }
 
 impl axum::extract::FromRef<AppState> for auth::Auth {
@@ -165,6 +167,10 @@ impl Portal {
             store: store.clone(),
             inventory: inventory.clone(),
             auth,
+            policy: requests::Policy {
+                quotas: config.quotas,
+                auto_approve: config.auto_approve,
+            },
         };
         let router = web::router(state);
 

@@ -17,6 +17,7 @@ use passage_app::requests::{Choices, RequestForm, RequestView};
 use crate::AppState;
 use crate::api::ApiError;
 use crate::auth::{Admin, CurrentUser, User};
+use crate::config::{AutoApprove, Quotas};
 use crate::scheduler::{self, PlaceError};
 use crate::store::{NewRequest, Store, StoreError};
 
@@ -27,6 +28,15 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/requests/{id}", get(show))
         .route("/api/v1/requests/{id}/approve", post(approve))
         .route("/api/v1/requests/{id}/deny", post(deny))
+}
+
+/// Quotas and the auto-approval policy, from the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Per-user limits.
+    pub quotas: Quotas,
+    /// Requests approved without an admin.
+    pub auto_approve: AutoApprove,
 }
 
 /// Why a request action failed.
@@ -44,6 +54,9 @@ pub enum RequestError {
     /// Every placement attempt lost a race.
     #[error("the GPUs are too contended right now; approve again")]
     Contended,
+    /// Approving would take the owner past a quota.
+    #[error("{0}")]
+    OverQuota(String),
     /// A denial needs a reason.
     #[error("say why the request is denied")]
     NoReason,
@@ -60,7 +73,7 @@ impl From<RequestError> for ApiError {
         let status = match &e {
             RequestError::Invalid(_) | RequestError::NoReason => StatusCode::UNPROCESSABLE_ENTITY,
             RequestError::NotFound(_) => StatusCode::NOT_FOUND,
-            RequestError::Conflict(_) => StatusCode::CONFLICT,
+            RequestError::Conflict(_) | RequestError::OverQuota(_) => StatusCode::CONFLICT,
             RequestError::Contended | RequestError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         ApiError::new(status, e.to_string())
@@ -79,12 +92,45 @@ pub async fn choices(store: &Store) -> Result<Choices, StoreError> {
 /// Files a request for `user` after checking every field.
 pub async fn file_request(
     store: &Store,
+    policy: &Policy,
     user: &User,
     form: RequestForm,
 ) -> Result<i64, RequestError> {
     let Choices { models, images } = choices(store).await?;
     form.validate(&models, &images)
         .map_err(RequestError::Invalid)?;
+    let quotas = policy.quotas;
+    let (held, open) = store.usage(user.id).await?;
+    let mut over = BTreeMap::new();
+    if form.lease_hours > quotas.lease_hours {
+        over.insert(
+            "lease_hours".to_string(),
+            format!(
+                "your quota allows leases of at most {} hours",
+                quotas.lease_hours
+            ),
+        );
+    }
+    if held + form.gpu_count > quotas.gpus {
+        over.insert(
+            "gpu_count".to_string(),
+            format!("you hold {held} GPU(s); your quota is {}", quotas.gpus),
+        );
+    }
+    if open >= quotas.requests {
+        over.insert(
+            "reason".to_string(),
+            format!(
+                "you have {open} open request(s); your quota is {}",
+                quotas.requests
+            ),
+        );
+    }
+    if !over.is_empty() {
+        return Err(RequestError::Invalid(over));
+    }
+    let automatic = form.gpu_count <= policy.auto_approve.gpus
+        && form.lease_hours <= policy.auto_approve.lease_hours;
     let id = store
         .create_request(&NewRequest {
             user_id: user.id,
@@ -99,12 +145,26 @@ pub async fn file_request(
             reason: form.reason.trim().to_string(),
         })
         .await?;
-    tracing::info!(request = id, user = %user.name, "request filed");
+    tracing::info!(request = id, user = %user.name, automatic, "request filed");
+    if automatic {
+        approve_request(store, policy, id).await?;
+    }
     Ok(id)
 }
 
 /// Approves a request: its GPUs are claimed now, or it waits with the reason.
-pub async fn approve_request(store: &Store, id: i64) -> Result<(), RequestError> {
+pub async fn approve_request(store: &Store, policy: &Policy, id: i64) -> Result<(), RequestError> {
+    let (owner, count, _) = store
+        .request_owner(id)
+        .await?
+        .ok_or(RequestError::NotFound(id))?;
+    let (held, _) = store.usage(owner).await?;
+    if held + count > policy.quotas.gpus {
+        return Err(RequestError::OverQuota(format!(
+            "the requester holds {held} GPU(s); {count} more would pass the quota of {}",
+            policy.quotas.gpus
+        )));
+    }
     match scheduler::place(store, id).await {
         Ok(placement) => {
             tracing::info!(request = id, host = %placement.host, gpus = ?placement.gpus, "request approved and placed");
@@ -141,12 +201,16 @@ pub(crate) async fn create(
     CurrentUser(user): CurrentUser,
     Json(form): Json<RequestForm>,
 ) -> Result<Response, ApiError> {
-    match file_request(&state.store, &user, form).await {
-        Ok(id) => Ok((
-            StatusCode::CREATED,
-            Json(json!({ "id": id, "state": "pending" })),
-        )
-            .into_response()),
+    match file_request(&state.store, &state.policy, &user, form).await {
+        Ok(id) => {
+            // "pending", or already "placed"/"waiting" when the request was approved automatically.
+            let filed = state.store.request_needs(id).await?.map(|(_, _, s)| s);
+            Ok((
+                StatusCode::CREATED,
+                Json(json!({ "id": id, "state": filed })),
+            )
+                .into_response())
+        }
         Err(RequestError::Invalid(fields)) => Ok((
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({ "error": "some fields are not valid", "fields": fields })),
@@ -205,7 +269,7 @@ pub(crate) async fn approve(
     Path(id): Path<i64>,
 ) -> Result<Json<RequestView>, ApiError> {
     visible(&state, &admin, id).await?;
-    approve_request(&state.store, id).await?;
+    approve_request(&state.store, &state.policy, id).await?;
     Ok(Json(visible(&state, &admin, id).await?))
 }
 

@@ -150,7 +150,7 @@ impl PortalService for UiService {
                 name: viewer.name,
                 is_admin: viewer.is_admin,
             };
-            crate::requests::file_request(&self.state.store, &user, form)
+            crate::requests::file_request(&self.state.store, &self.state.policy, &user, form)
                 .await
                 .map_err(|e| match e {
                     crate::requests::RequestError::Invalid(fields) => {
@@ -163,7 +163,7 @@ impl PortalService for UiService {
 
     fn approve(&self, id: i64) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            crate::requests::approve_request(&self.state.store, id)
+            crate::requests::approve_request(&self.state.store, &self.state.policy, id)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -549,3 +549,101 @@ async fn a_user_requests_gpus_and_an_admin_approves_or_denies() {
     assert_eq!(all.len(), 3);
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test]
+async fn quotas_are_enforced_and_small_requests_are_approved_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path(), &[("simulated", "simulated")]);
+    config.quotas.gpus = 2;
+    config.quotas.lease_hours = 48;
+    config.auto_approve.gpus = 1;
+    config.auto_approve.lease_hours = 24;
+    let admin = common::client(&common::token_for(&config, "ops", true).await);
+    let ada = common::client(&common::token_for(&config, "ada", false).await);
+    let portal = Portal::start(config).await.unwrap();
+    let base = format!("http://{}", portal.address);
+    admin
+        .post(format!("{base}/api/v1/inventory/refresh"))
+        .send()
+        .await
+        .unwrap();
+    let body = |model: &str, count: i64, hours: i64| {
+        serde_json::json!({
+            "gpu_model": model, "gpu_count": count, "vcpus": 8, "memory_mib": 16384,
+            "disk_gib": 50, "image": "debian-12", "hypervisor": "kvm", "lease_hours": hours,
+            "reason": "quota test"
+        })
+    };
+    let file = |body: Value| {
+        ada.post(format!("{base}/api/v1/requests"))
+            .json(&body)
+            .send()
+    };
+
+    let over: Value = file(body("H100 PCIe", 3, 24))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        over["fields"]["gpu_count"]
+            .as_str()
+            .unwrap()
+            .contains("quota is 2"),
+        "{over}"
+    );
+    let long: Value = file(body("H100 PCIe", 1, 72))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        long["fields"]["lease_hours"]
+            .as_str()
+            .unwrap()
+            .contains("48"),
+        "{long}"
+    );
+
+    // Two GPUs need an admin; one GPU for half a day is approved at once.
+    let pair: Value = file(body("A100 PCIe 80GB", 2, 24))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pair["state"], "pending");
+    let small = file(body("L40S", 1, 12)).await.unwrap();
+    assert_eq!(small.status(), 201);
+    let small: Value = small.json().await.unwrap();
+    assert_eq!(small["state"], "placed");
+    // Ada now holds one GPU: asking for two more is refused when filing.
+    let more: Value = file(body("H100 PCIe", 2, 24))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        more["fields"]["gpu_count"]
+            .as_str()
+            .unwrap()
+            .contains("you hold 1"),
+        "{more}"
+    );
+    // Approving it would take ada to three GPUs.
+    let refused = admin
+        .post(format!("{base}/api/v1/requests/{}/approve", pair["id"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let refused: Value = refused.json().await.unwrap();
+    assert!(
+        refused["error"].as_str().unwrap().contains("quota"),
+        "{refused}"
+    );
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}

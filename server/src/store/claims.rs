@@ -301,6 +301,40 @@ impl Store {
 }
 
 impl Store {
+    /// What a user holds now: GPUs of placed requests, and requests still open.
+    pub async fn usage(&self, user_id: i64) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT
+                 CAST(COALESCE(SUM(CASE WHEN state = 'placed' THEN gpu_count ELSE 0 END), 0) AS BIGINT) AS gpus,
+                 COUNT(*) AS open
+             FROM gpu_requests WHERE user_id = $1 AND state IN ('pending', 'waiting', 'placed')",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("gpus")?, row.try_get("open")?))
+    }
+
+    /// The owner and what a request asks for: (user id, GPU count, lease hours).
+    pub async fn request_owner(
+        &self,
+        request_id: i64,
+    ) -> Result<Option<(i64, i64, i64)>, StoreError> {
+        let row =
+            sqlx::query("SELECT user_id, gpu_count, lease_hours FROM gpu_requests WHERE id = $1")
+                .bind(request_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("user_id")?,
+                r.try_get("gpu_count")?,
+                r.try_get("lease_hours")?,
+            ))
+        })
+        .transpose()
+    }
+
     /// Requests, newest first: all of them, or one user's.
     pub async fn requests(&self, user_id: Option<i64>) -> Result<Vec<RequestView>, StoreError> {
         let rows = sqlx::query(

@@ -24,6 +24,8 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
         log: "warn".into(),
         inventory_refresh: Duration::from_secs(3600),
         libvirt_call_timeout: Duration::from_secs(10),
+        quotas: Default::default(),
+        auto_approve: Default::default(),
         hosts: hosts
             .iter()
             .map(|(name, uri)| HostConfig {
