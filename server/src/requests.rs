@@ -19,7 +19,7 @@ use crate::api::ApiError;
 use crate::auth::{Admin, CurrentUser, User};
 use crate::config::{AutoApprove, Quotas};
 use crate::scheduler::{self, PlaceError};
-use crate::store::{NewRequest, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -131,20 +131,7 @@ pub async fn file_request(
     }
     let automatic = form.gpu_count <= policy.auto_approve.gpus
         && form.lease_hours <= policy.auto_approve.lease_hours;
-    let id = store
-        .create_request(&NewRequest {
-            user_id: user.id,
-            gpu_model: form.gpu_model,
-            gpu_count: form.gpu_count,
-            vcpus: form.vcpus,
-            memory_mib: form.memory_mib,
-            disk_gib: form.disk_gib,
-            image: form.image,
-            hypervisor: form.hypervisor,
-            lease_hours: form.lease_hours,
-            reason: form.reason.trim().to_string(),
-        })
-        .await?;
+    let id = store.create_request(user.id, &form).await?;
     tracing::info!(request = id, user = %user.name, automatic, "request filed");
     if automatic {
         approve_request(store, policy, id).await?;

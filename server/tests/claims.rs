@@ -5,12 +5,12 @@ mod common;
 
 use std::collections::HashSet;
 
+use passage_app::requests::RequestForm;
 use passage_server::scheduler::{self, PlaceError};
-use passage_server::store::{NewRequest, Store};
+use passage_server::store::Store;
 
-fn request(user_id: i64, model: &str, count: i64) -> NewRequest {
-    NewRequest {
-        user_id,
+fn request(model: &str, count: i64) -> RequestForm {
+    RequestForm {
         gpu_model: model.into(),
         gpu_count: count,
         vcpus: 8,
@@ -51,7 +51,7 @@ async fn fifty_concurrent_approvals_never_share_a_gpu() {
         for _ in 0..50 {
             ids.push(
                 first
-                    .create_request(&request(user, "H100 PCIe", 1))
+                    .create_request(user, &request("H100 PCIe", 1))
                     .await
                     .unwrap(),
             );
@@ -108,7 +108,7 @@ async fn whole_iommu_groups_are_claimed_and_numa_nodes_kept_together() {
     common::on_every_backend(|url| async move {
         let (store, user) = prepared(&url).await;
         let ada = store
-            .create_request(&request(user, "RTX 6000 Ada Generation", 1))
+            .create_request(user, &request("RTX 6000 Ada Generation", 1))
             .await
             .unwrap();
         let placement = scheduler::place(&store, ada).await.unwrap();
@@ -128,7 +128,7 @@ async fn whole_iommu_groups_are_claimed_and_numa_nodes_kept_together() {
         );
 
         let pair = store
-            .create_request(&request(user, "A100 PCIe 80GB", 2))
+            .create_request(user, &request("A100 PCIe 80GB", 2))
             .await
             .unwrap();
         let placement = scheduler::place(&store, pair).await.unwrap();
@@ -136,7 +136,7 @@ async fn whole_iommu_groups_are_claimed_and_numa_nodes_kept_together() {
         assert_eq!(placement.gpus.len(), 2);
 
         let too_many = store
-            .create_request(&request(user, "H100 PCIe", 5))
+            .create_request(user, &request("H100 PCIe", 5))
             .await
             .unwrap();
         let err = scheduler::place(&store, too_many).await.unwrap_err();

@@ -1,34 +1,9 @@
 //! Queries for GPU requests and the claims that hold GPUs for them.
 
-use passage_app::requests::RequestView;
+use passage_app::requests::{RequestForm, RequestView};
 use sqlx::Row;
 
 use super::{Store, StoreError, now_ms};
-
-/// What a user asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewRequest {
-    /// Who asks.
-    pub user_id: i64,
-    /// A GPU model as listed by `/api/v1/gpus`.
-    pub gpu_model: String,
-    /// How many GPUs.
-    pub gpu_count: i64,
-    /// Virtual CPUs.
-    pub vcpus: i64,
-    /// Memory in MiB.
-    pub memory_mib: i64,
-    /// Disk in GiB.
-    pub disk_gib: i64,
-    /// Base image name.
-    pub image: String,
-    /// `kvm` or `xen`.
-    pub hypervisor: String,
-    /// Lease length in hours.
-    pub lease_hours: i64,
-    /// Why, for the admin.
-    pub reason: String,
-}
 
 /// A free GPU that a request could be given, with every function that goes with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,15 +30,19 @@ pub enum ClaimOutcome {
 }
 
 impl Store {
-    /// Files a request; returns its id.
-    pub async fn create_request(&self, request: &NewRequest) -> Result<i64, StoreError> {
+    /// Files a request (already validated) for `user_id`; returns its id.
+    pub async fn create_request(
+        &self,
+        user_id: i64,
+        request: &RequestForm,
+    ) -> Result<i64, StoreError> {
         let now = now_ms();
         let row = sqlx::query(
             "INSERT INTO gpu_requests (user_id, gpu_model, gpu_count, vcpus, memory_mib, disk_gib,
                  image, hypervisor, lease_hours, reason, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING id",
         )
-        .bind(request.user_id)
+        .bind(user_id)
         .bind(&request.gpu_model)
         .bind(request.gpu_count)
         .bind(request.vcpus)
@@ -72,7 +51,7 @@ impl Store {
         .bind(&request.image)
         .bind(&request.hypervisor)
         .bind(request.lease_hours)
-        .bind(&request.reason)
+        .bind(request.reason.trim())
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
