@@ -160,38 +160,18 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Handlers go in before the portal says it is running, so that a signal sent right after
+    // that line still shuts it down gracefully.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     let mut portal = Portal::start(config).await?;
     println!("Passage is running at http://{}/", portal.address);
-    tokio::select! {
-        result = portal.wait() => result,
-        signal = shutdown_signal() => {
-            tracing::info!(signal, "shutting down");
-            portal.shutdown(Duration::from_secs(30)).await
-        }
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM, naming which.
-async fn shutdown_signal() -> &'static str {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(stream) => stream,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return "SIGINT";
-                }
-            };
-        tokio::select! {
-            _ = interrupt => "SIGINT",
-            _ = terminate.recv() => "SIGTERM",
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
-        "interrupt"
-    }
+    let signal = tokio::select! {
+        result = portal.wait() => return result,
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    };
+    tracing::info!(signal, "shutting down");
+    portal.shutdown(Duration::from_secs(30)).await
 }
