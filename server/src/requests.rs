@@ -141,11 +141,16 @@ pub async fn file_request(
 
 /// Approves a request: its GPUs are claimed now, or it waits with the reason.
 pub async fn approve_request(store: &Store, policy: &Policy, id: i64) -> Result<(), RequestError> {
-    let (owner, count, _) = store
-        .request_owner(id)
+    let needs = store
+        .request_needs(id)
         .await?
         .ok_or(RequestError::NotFound(id))?;
-    let (held, _) = store.usage(owner).await?;
+    // A request already placed or closed is a conflict, not a quota question.
+    if !needs.is_open() {
+        return Err(RequestError::Conflict(id));
+    }
+    let (held, _) = store.usage(needs.user_id).await?;
+    let count = needs.gpu_count;
     if held + count > policy.quotas.gpus {
         return Err(RequestError::OverQuota(format!(
             "the requester holds {held} GPU(s); {count} more would pass the quota of {}",
@@ -191,7 +196,7 @@ pub(crate) async fn create(
     match file_request(&state.store, &state.policy, &user, form).await {
         Ok(id) => {
             // "pending", or already "placed"/"waiting" when the request was approved automatically.
-            let filed = state.store.request_needs(id).await?.map(|(_, _, s)| s);
+            let filed = state.store.request_needs(id).await?.map(|n| n.state);
             Ok((
                 StatusCode::CREATED,
                 Json(json!({ "id": id, "state": filed })),
@@ -226,10 +231,8 @@ async fn visible(
     let scope = if user.is_admin { None } else { Some(user.id) };
     state
         .store
-        .requests(scope)
+        .request(scope, id)
         .await?
-        .into_iter()
-        .find(|r| r.id == id)
         // Someone else's request is as invisible as a missing one.
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no request {id}")))
 }

@@ -78,13 +78,14 @@ pub fn choose(free: &[FreeGpu], count: usize) -> Option<Vec<&FreeGpu>> {
 
 /// Places a request: claims its GPUs, or marks it waiting with the reason.
 pub async fn place(store: &Store, request_id: i64) -> Result<Placement, PlaceError> {
-    let Some((model, count, state)) = store.request_needs(request_id).await? else {
+    let Some(needs) = store.request_needs(request_id).await? else {
         return Err(PlaceError::NotPlaceable(request_id));
     };
-    if !matches!(state.as_str(), "pending" | "waiting") {
+    if !needs.is_open() {
         return Err(PlaceError::NotPlaceable(request_id));
     }
-    let count = usize::try_from(count).unwrap_or(0);
+    let model = needs.gpu_model;
+    let count = usize::try_from(needs.gpu_count).unwrap_or(0);
     for _ in 0..ATTEMPTS {
         let free = store.free_gpus(&model).await?;
         let Some(picked) = choose(&free, count) else {

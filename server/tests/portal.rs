@@ -477,10 +477,15 @@ async fn a_user_requests_gpus_and_an_admin_approves_or_denies() {
         .await
         .unwrap();
     assert_eq!(mine["gpus"], placed["gpus"]);
-    assert_eq!(
-        admin.post(&approve).send().await.unwrap().status(),
-        409,
-        "placed once"
+    let again = admin.post(&approve).send().await.unwrap();
+    assert_eq!(again.status(), 409, "placed once");
+    let again: Value = again.json().await.unwrap();
+    assert!(
+        again["error"]
+            .as_str()
+            .unwrap()
+            .contains("not pending or waiting"),
+        "{again}"
     );
 
     let gpus: Vec<GpuView> = ada

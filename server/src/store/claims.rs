@@ -5,6 +5,26 @@ use sqlx::Row;
 
 use super::{Store, StoreError, now_ms};
 
+/// Who filed a request, what it asks for, and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestNeeds {
+    /// The requester.
+    pub user_id: i64,
+    /// GPU model.
+    pub gpu_model: String,
+    /// GPUs asked for.
+    pub gpu_count: i64,
+    /// `pending`, `waiting`, `placed`, `denied` or `released`.
+    pub state: String,
+}
+
+impl RequestNeeds {
+    /// True while the request may still be approved, placed or denied.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state.as_str(), "pending" | "waiting")
+    }
+}
+
 /// A free GPU that a request could be given, with every function that goes with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FreeGpu {
@@ -58,21 +78,21 @@ impl Store {
         Ok(row.try_get("id")?)
     }
 
-    /// The model and count a request asks for, and its state.
-    pub async fn request_needs(
-        &self,
-        request_id: i64,
-    ) -> Result<Option<(String, i64, String)>, StoreError> {
-        let row = sqlx::query("SELECT gpu_model, gpu_count, state FROM gpu_requests WHERE id = $1")
-            .bind(request_id)
-            .fetch_optional(&self.pool)
-            .await?;
+    /// Who filed a request, what it asks for, and its state.
+    pub async fn request_needs(&self, request_id: i64) -> Result<Option<RequestNeeds>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id, gpu_model, gpu_count, state FROM gpu_requests WHERE id = $1",
+        )
+        .bind(request_id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
-            Ok((
-                r.try_get("gpu_model")?,
-                r.try_get("gpu_count")?,
-                r.try_get("state")?,
-            ))
+            Ok(RequestNeeds {
+                user_id: r.try_get("user_id")?,
+                gpu_model: r.try_get("gpu_model")?,
+                gpu_count: r.try_get("gpu_count")?,
+                state: r.try_get("state")?,
+            })
         })
         .transpose()
     }
@@ -97,21 +117,27 @@ impl Store {
         .bind(false)
         .fetch_all(&self.pool)
         .await?;
+        // Every candidate's group members in one read, rather than one query per GPU.
+        let member_rows = sqlx::query(
+            "SELECT m.gpu_id, m.address FROM iommu_members m JOIN gpus g ON g.id = m.gpu_id
+             WHERE g.model = $1 AND m.is_bridge = $2 ORDER BY m.gpu_id, m.address",
+        )
+        .bind(model)
+        .bind(false)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut members: std::collections::HashMap<i64, Vec<String>> = Default::default();
+        for row in &member_rows {
+            members
+                .entry(row.try_get("gpu_id")?)
+                .or_default()
+                .push(row.try_get("address")?);
+        }
         let mut gpus = Vec::with_capacity(rows.len());
         for row in &rows {
             let gpu_id: i64 = row.try_get("id")?;
             let address: String = row.try_get("address")?;
-            let members = sqlx::query(
-                "SELECT address FROM iommu_members WHERE gpu_id = $1 AND is_bridge = $2 ORDER BY address",
-            )
-            .bind(gpu_id)
-            .bind(false)
-            .fetch_all(&self.pool)
-            .await?;
-            let mut functions: Vec<String> = members
-                .iter()
-                .map(|m| m.try_get("address"))
-                .collect::<Result<_, _>>()?;
+            let mut functions = members.remove(&gpu_id).unwrap_or_default();
             if !functions.contains(&address) {
                 functions.push(address.clone());
             }
@@ -294,37 +320,38 @@ impl Store {
         Ok((row.try_get("gpus")?, row.try_get("open")?))
     }
 
-    /// The owner and what a request asks for: (user id, GPU count, lease hours).
-    pub async fn request_owner(
-        &self,
-        request_id: i64,
-    ) -> Result<Option<(i64, i64, i64)>, StoreError> {
-        let row =
-            sqlx::query("SELECT user_id, gpu_count, lease_hours FROM gpu_requests WHERE id = $1")
-                .bind(request_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        row.map(|r| {
-            Ok((
-                r.try_get("user_id")?,
-                r.try_get("gpu_count")?,
-                r.try_get("lease_hours")?,
-            ))
-        })
-        .transpose()
-    }
-
     /// Requests, newest first: all of them, or one user's.
     pub async fn requests(&self, user_id: Option<i64>) -> Result<Vec<RequestView>, StoreError> {
+        self.requests_matching(user_id, None).await
+    }
+
+    /// One request, if it exists and (with `user_id`) belongs to that user.
+    pub async fn request(
+        &self,
+        user_id: Option<i64>,
+        request_id: i64,
+    ) -> Result<Option<RequestView>, StoreError> {
+        Ok(self
+            .requests_matching(user_id, Some(request_id))
+            .await?
+            .pop())
+    }
+
+    async fn requests_matching(
+        &self,
+        user_id: Option<i64>,
+        request_id: Option<i64>,
+    ) -> Result<Vec<RequestView>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.id, u.name AS user_name, r.gpu_model, r.gpu_count, r.vcpus, r.memory_mib,
                  r.disk_gib, r.image, r.hypervisor, r.lease_hours, r.reason, r.state,
                  r.state_reason, r.host, r.numa_node
              FROM gpu_requests r JOIN users u ON u.id = r.user_id
-             WHERE ($1 = 0 OR r.user_id = $1)
+             WHERE ($1 = 0 OR r.user_id = $1) AND ($2 = 0 OR r.id = $2)
              ORDER BY r.id DESC",
         )
         .bind(user_id.unwrap_or(0))
+        .bind(request_id.unwrap_or(0))
         .fetch_all(&self.pool)
         .await?;
         let claims = self.claimed_gpus().await?;

@@ -22,7 +22,7 @@ mod accounts;
 mod claims;
 
 pub use accounts::{ApiTokenRecord, UserRecord, is_unique_violation};
-pub use claims::{ClaimOutcome, FreeGpu, Image};
+pub use claims::{ClaimOutcome, FreeGpu, Image, RequestNeeds};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
