@@ -50,6 +50,14 @@ pub enum HypervisorError {
     /// A PCI address that is not of the form `dddd:bb:ss.f`.
     #[error("invalid PCI address {0:?}: expected dddd:bb:ss.f in hexadecimal")]
     InvalidPciAddress(String),
+    /// No domain of that name is defined on the host.
+    #[error("no domain {name} on {uri}")]
+    NoDomain {
+        /// The host's URI.
+        uri: String,
+        /// The domain's name.
+        name: String,
+    },
     /// The blocking worker that runs libvirt calls stopped (it panicked or was cancelled).
     #[error("libvirt worker for {uri} stopped: {reason}")]
     Worker {
@@ -73,7 +81,8 @@ impl HypervisorError {
             } => *connection_lost,
             HypervisorError::InvalidUri { .. }
             | HypervisorError::InvalidNodeDeviceXml { .. }
-            | HypervisorError::InvalidPciAddress(_) => false,
+            | HypervisorError::InvalidPciAddress(_)
+            | HypervisorError::NoDomain { .. } => false,
         }
     }
 }

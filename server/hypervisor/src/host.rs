@@ -163,7 +163,7 @@ impl LibvirtHost {
     }
 
     /// Runs `call` on the blocking pool with an open connection, opening one first when needed.
-    async fn with_connection<T, F>(&self, call: F) -> Result<T, HypervisorError>
+    pub(crate) async fn with_connection<T, F>(&self, call: F) -> Result<T, HypervisorError>
     where
         T: Send + 'static,
         F: FnOnce(&str, &Connect) -> Result<T, HypervisorError> + Send + 'static,
@@ -212,7 +212,7 @@ impl LibvirtHost {
     }
 }
 
-fn call_error(uri: &str, call: &'static str, e: VirtError) -> HypervisorError {
+pub(crate) fn call_error(uri: &str, call: &'static str, e: VirtError) -> HypervisorError {
     let connection_lost = matches!(
         e.code(),
         ErrorNumber::NoConnect | ErrorNumber::InvalidConn | ErrorNumber::SystemError

@@ -5,12 +5,15 @@
 //! them are passthrough GPUs with their IOMMU groups ([`Gpu`]). libvirt's test driver stands in
 //! for real hosts in tests and in the default configuration.
 
+pub mod domain;
 mod error;
 pub mod gpu;
 mod host;
 pub mod pci;
+mod vm;
 
 pub use error::HypervisorError;
 pub use gpu::{Assignability, Gpu, IommuGroup, IommuMember, classify, is_nvidia_gpu};
 pub use host::{HostInventory, LibvirtHost, Volume};
 pub use pci::{PciAddress, PciDevice, PcieLink};
+pub use vm::{HostFacts, Hotplug};
