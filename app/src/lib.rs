@@ -8,6 +8,7 @@ mod pages;
 pub mod requests;
 #[cfg(feature = "ssr")]
 pub mod service;
+pub mod vms;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};

@@ -245,7 +245,11 @@ pub async fn file_request(form: RequestFields) -> Result<FileOutcome, ServerFnEr
 pub async fn approve_request(id: i64) -> Result<(), ServerFnError> {
     let (service, viewer) = crate::inventory::signed_in().await?;
     match viewer {
-        Some(viewer) if viewer.is_admin => service.0.approve(id).await.map_err(ServerFnError::new),
+        Some(viewer) if viewer.is_admin => service
+            .0
+            .approve(viewer, id)
+            .await
+            .map_err(ServerFnError::new),
         _ => Err(ServerFnError::new("only admins approve requests")),
     }
 }
@@ -255,9 +259,11 @@ pub async fn approve_request(id: i64) -> Result<(), ServerFnError> {
 pub async fn deny_request(id: i64, reason: String) -> Result<(), ServerFnError> {
     let (service, viewer) = crate::inventory::signed_in().await?;
     match viewer {
-        Some(viewer) if viewer.is_admin => {
-            service.0.deny(id, reason).await.map_err(ServerFnError::new)
-        }
+        Some(viewer) if viewer.is_admin => service
+            .0
+            .deny(viewer, id, reason)
+            .await
+            .map_err(ServerFnError::new),
         _ => Err(ServerFnError::new("only admins deny requests")),
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::inventory::{InventoryView, Viewer};
 use crate::requests::{Choices, RequestForm, RequestView};
+use crate::vms::{AuditEntry, AuditFilter, VmView};
 
 /// A boxed future, so that the service can be a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -41,9 +42,23 @@ pub trait PortalService: Send + Sync + 'static {
     fn file(&self, viewer: Viewer, form: RequestForm)
     -> BoxFuture<'_, Result<i64, RequestFailure>>;
     /// Approves a request (the caller checked that the viewer is an admin).
-    fn approve(&self, id: i64) -> BoxFuture<'_, Result<(), String>>;
+    fn approve(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>>;
     /// Denies a request with a reason (the caller checked that the viewer is an admin).
-    fn deny(&self, id: i64, reason: String) -> BoxFuture<'_, Result<(), String>>;
+    fn deny(&self, viewer: Viewer, id: i64, reason: String) -> BoxFuture<'_, Result<(), String>>;
+    /// The viewer's VMs (admins: everyone's), newest first.
+    fn vms(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<VmView>, String>>;
+    /// One VM, if the viewer may see it.
+    fn vm(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<VmView>, String>>;
+    /// `start`, `stop`, `reboot`, `release` (owner or admin) or `extend` by `hours` (admins).
+    fn vm_action(
+        &self,
+        viewer: Viewer,
+        id: i64,
+        action: String,
+        hours: Option<i64>,
+    ) -> BoxFuture<'_, Result<(), String>>;
+    /// The audit log, newest first (the caller checked that the viewer is an admin).
+    fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, String>>;
 }
 
 /// The handle placed in context.

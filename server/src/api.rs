@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/images", get(list_images))
         .route("/api/v1/openapi.json", get(openapi))
         .merge(crate::requests::routes())
+        .merge(crate::vms::api::routes())
         .route("/api/v1/{*rest}", axum::routing::any(not_found))
 }
 
@@ -52,13 +53,21 @@ pub fn routes() -> Router<AppState> {
     paths(
         healthz, list_hosts, list_gpus, refresh, list_images, login, logout, me, list_tokens,
         create_token, revoke_token, crate::requests::create, crate::requests::list,
-        crate::requests::show, crate::requests::approve, crate::requests::deny
+        crate::requests::show, crate::requests::approve, crate::requests::deny,
+        crate::vms::api::list, crate::vms::api::show, crate::vms::api::release,
+        crate::vms::api::start, crate::vms::api::stop, crate::vms::api::reboot,
+        crate::vms::api::extend, crate::vms::api::attach_gpu, crate::vms::api::detach_gpu,
+        crate::vms::api::console, crate::vms::api::domain_xml, crate::vms::api::audit, crate::vms::api::register_image,
+        crate::vms::api::show_quota, crate::vms::api::set_quota, crate::vms::api::set_ssh_key
     ),
     components(schemas(
         HostView, HostState, GpuView, GpuState, LinkView, IommuGroupView, IommuMemberView,
         auth::User, crate::store::ApiTokenRecord, Credentials, NewToken, CreatedToken, ErrorBody,
         crate::store::Image, passage_app::requests::RequestView, passage_app::requests::RequestForm,
-        crate::requests::Denial
+        crate::requests::Denial, crate::scheduler::Choice, passage_app::vms::VmView,
+        passage_app::vms::AuditEntry, crate::vms::api::Extension, crate::vms::api::GpuChoice,
+        crate::vms::api::HotplugOutcome, crate::vms::api::NewImage, crate::store::QuotaOverride,
+        crate::vms::api::SshKey
     )),
     modifiers(&SecuritySchemes),
     security(("bearer" = []), ("session" = []))

@@ -72,6 +72,37 @@ struct ConfigFile {
     quotas: Option<Quotas>,
     auto_approve: Option<AutoApprove>,
     hosts: Option<Vec<HostConfig>>,
+    vms: Option<VmSettings>,
+}
+
+/// How VMs are made and kept.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VmSettings {
+    /// The portal's URL as guests reach it (cloud-init seed and agent). Default: the listen
+    /// address; behind QEMU's user networking the host is `http://10.0.2.2:PORT`.
+    pub public_url: Option<String>,
+    /// How long an ACPI shutdown may take before the VM is powered off.
+    pub shutdown_grace_secs: u64,
+    /// How often expired leases are reclaimed.
+    pub lease_check_secs: u64,
+    /// How often domains and records are reconciled.
+    pub reconcile_secs: u64,
+    /// Provisioning that has made no progress for this long (a server that died mid-way) is
+    /// rolled back by reconciliation.
+    pub provisioning_timeout_secs: u64,
+}
+
+impl Default for VmSettings {
+    fn default() -> Self {
+        VmSettings {
+            public_url: None,
+            shutdown_grace_secs: 60,
+            lease_check_secs: 30,
+            reconcile_secs: 60,
+            provisioning_timeout_secs: 300,
+        }
+    }
 }
 
 /// What each user may hold at once; checked when a request is filed and again at approval.
@@ -122,6 +153,30 @@ pub struct HostConfig {
     /// A libvirt URI (`qemu:///system`, `qemu+ssh://root@host/system`, `xen:///system`,
     /// `test:///abs/path/host.xml`), or `simulated` for the bundled simulated host.
     pub uri: String,
+    /// The libvirt network VMs join, e.g. `default`. Without it (and without `bridge`), QEMU
+    /// guests use user-mode networking.
+    #[serde(default)]
+    pub network: Option<String>,
+    /// A host bridge VMs join instead, e.g. `br0` (what Xen hosts usually need).
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// Run `kvm` requests with QEMU's emulator (TCG) on this host: for hosts without usable KVM,
+    /// e.g. nested test machines. Slow; never for real GPU work.
+    #[serde(default)]
+    pub tcg: bool,
+}
+
+impl HostConfig {
+    /// A host with default settings.
+    pub fn new(name: impl Into<String>, uri: impl Into<String>) -> HostConfig {
+        HostConfig {
+            name: name.into(),
+            uri: uri.into(),
+            network: None,
+            bridge: None,
+            tcg: false,
+        }
+    }
 }
 
 /// The resolved configuration.
@@ -147,6 +202,8 @@ pub struct Config {
     pub auto_approve: AutoApprove,
     /// The hypervisor hosts.
     pub hosts: Vec<HostConfig>,
+    /// How VMs are made and kept.
+    pub vms: VmSettings,
 }
 
 impl Config {
@@ -229,12 +286,10 @@ impl Config {
             )?),
             quotas: file.quotas.unwrap_or_default(),
             auto_approve: file.auto_approve.unwrap_or_default(),
-            hosts: file.hosts.unwrap_or_else(|| {
-                vec![HostConfig {
-                    name: SIMULATED_HOST_NAME.into(),
-                    uri: SIMULATED_HOST_URI.into(),
-                }]
-            }),
+            hosts: file
+                .hosts
+                .unwrap_or_else(|| vec![HostConfig::new(SIMULATED_HOST_NAME, SIMULATED_HOST_URI)]),
+            vms: file.vms.unwrap_or_default(),
             data_dir,
         };
         for (name, _) in env {
@@ -291,6 +346,26 @@ impl Config {
                 "gpus and lease_hours cannot be negative".into(),
             ));
         }
+        if let Some(url) = &self.vms.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "vms.public_url",
+                format!("{url:?}: expected http://host:port or https://host"),
+            ));
+        }
+        for (key, value) in [
+            ("vms.lease_check_secs", self.vms.lease_check_secs),
+            ("vms.reconcile_secs", self.vms.reconcile_secs),
+            (
+                "vms.provisioning_timeout_secs",
+                self.vms.provisioning_timeout_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1 second".into()));
+            }
+        }
         for (i, host) in self.hosts.iter().enumerate() {
             let name_ok = !host.name.is_empty()
                 && host.name.len() <= 64
@@ -313,6 +388,12 @@ impl Config {
                     format!("{:?} is used by another host", host.name),
                 ));
             }
+            if host.network.is_some() && host.bridge.is_some() {
+                return Err(invalid(
+                    &format!("hosts[{i}]"),
+                    "set network or bridge, not both".into(),
+                ));
+            }
             if host.uri.trim().is_empty() {
                 return Err(invalid(
                     &format!("hosts[{i}].uri"),
@@ -321,6 +402,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The portal's URL as guests reach it.
+    pub fn public_url(&self) -> String {
+        self.vms
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+            .trim_end_matches('/')
+            .to_string()
     }
 
     /// The libvirt URI to open for a host: `simulated` becomes the bundled host file.

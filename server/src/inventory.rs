@@ -68,6 +68,14 @@ impl Inventory {
         }
     }
 
+    /// The connection of host `name`, if it is configured.
+    pub fn host(&self, name: &str) -> Option<LibvirtHost> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.host.clone())
+    }
+
     /// Refreshes one host now. A host that does not answer is recorded as unreachable; only a
     /// database failure is an error.
     pub async fn refresh_host(&self, index: usize) -> Result<PassOutcome, StoreError> {

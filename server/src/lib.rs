@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod requests;
 pub mod scheduler;
 pub mod store;
+pub mod vms;
 mod web;
 
 use std::net::SocketAddr;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub auth: auth::Auth,
     /// Quotas and the auto-approval policy.
     pub policy: requests::Policy,
+    /// VMs: provisioning, lifecycle, console.
+    pub vms: vms::VmService,
 }
 
 impl axum::extract::FromRef<AppState> for auth::Auth {
@@ -148,6 +151,17 @@ impl Portal {
             .await?;
         register_simulated_image(&config, &store, &hosts).await?;
         let auth = auth::Auth::new(store.clone());
+        let vms = vms::VmService::new(
+            store.clone(),
+            config
+                .hosts
+                .iter()
+                .cloned()
+                .zip(hosts.iter().map(|(_, host)| host.clone()))
+                .collect(),
+            config.vms.clone(),
+            config.public_url(),
+        );
         let inventory = Inventory::new(store.clone(), hosts);
         if store.count_users().await? == 0 {
             tracing::warn!(
@@ -171,12 +185,14 @@ impl Portal {
                 quotas: config.quotas,
                 auto_approve: config.auto_approve,
             },
+            vms: vms.clone(),
         };
         let router = web::router(state);
 
         let shutdown = CancellationToken::new();
         // The first inventory runs in the background so that the portal answers at once.
         let refreshers = inventory.spawn_refresh_loops(config.inventory_refresh, shutdown.clone());
+        let vm_tasks = vms.spawn_tasks(shutdown.clone());
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             axum::serve(
@@ -187,6 +203,7 @@ impl Portal {
             .await
             .context("the HTTP server failed")?;
             refreshers.join_all().await;
+            vm_tasks.join_all().await;
             inventory.disconnect().await;
             store.close().await;
             Ok(())

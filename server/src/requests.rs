@@ -18,8 +18,8 @@ use crate::AppState;
 use crate::api::ApiError;
 use crate::auth::{Admin, CurrentUser, User};
 use crate::config::{AutoApprove, Quotas};
-use crate::scheduler::{self, PlaceError};
-use crate::store::{Store, StoreError};
+use crate::scheduler::{self, Choice, PlaceError};
+use crate::store::{AuditRecord, Store, StoreError};
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -54,6 +54,9 @@ pub enum RequestError {
     /// Every placement attempt lost a race.
     #[error("the GPUs are too contended right now; approve again")]
     Contended,
+    /// The admin's choice of host or GPUs cannot be honoured.
+    #[error("{0}")]
+    BadChoice(String),
     /// Approving would take the owner past a quota.
     #[error("{0}")]
     OverQuota(String),
@@ -71,7 +74,9 @@ impl From<RequestError> for ApiError {
             return e.into();
         }
         let status = match &e {
-            RequestError::Invalid(_) | RequestError::NoReason => StatusCode::UNPROCESSABLE_ENTITY,
+            RequestError::Invalid(_) | RequestError::NoReason | RequestError::BadChoice(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             RequestError::NotFound(_) => StatusCode::NOT_FOUND,
             RequestError::Conflict(_) | RequestError::OverQuota(_) => StatusCode::CONFLICT,
             RequestError::Contended | RequestError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -89,17 +94,32 @@ pub async fn choices(store: &Store) -> Result<Choices, StoreError> {
     Ok(Choices { models, images })
 }
 
-/// Files a request for `user` after checking every field.
-pub async fn file_request(
+/// The quotas that hold for a user: the configured ones, with an admin's per-user override.
+pub async fn quotas_for(
     store: &Store,
     policy: &Policy,
+    user_id: i64,
+) -> Result<Quotas, StoreError> {
+    let own = store.user_quota(user_id).await?;
+    let base = policy.quotas;
+    Ok(Quotas {
+        gpus: own.gpus.unwrap_or(base.gpus),
+        requests: own.requests.unwrap_or(base.requests),
+        lease_hours: own.lease_hours.unwrap_or(base.lease_hours),
+    })
+}
+
+/// Files a request for `user` after checking every field.
+pub async fn file_request(
+    state: &AppState,
     user: &User,
     form: RequestForm,
 ) -> Result<i64, RequestError> {
+    let (store, policy) = (&state.store, &state.policy);
     let Choices { models, images } = choices(store).await?;
     form.validate(&models, &images)
         .map_err(RequestError::Invalid)?;
-    let quotas = policy.quotas;
+    let quotas = quotas_for(store, policy, user.id).await?;
     let (held, open) = store.usage(user.id).await?;
     let mut over = BTreeMap::new();
     if form.lease_hours > quotas.lease_hours {
@@ -133,14 +153,37 @@ pub async fn file_request(
         && form.lease_hours <= policy.auto_approve.lease_hours;
     let id = store.create_request(user.id, &form).await?;
     tracing::info!(request = id, user = %user.name, automatic, "request filed");
+    store
+        .audit(AuditRecord {
+            actor: &user.name,
+            action: "request.file",
+            subject: format!("request {id}"),
+            before: None,
+            after: Some("pending".into()),
+            detail: Some(format!(
+                "{} x {}, {} h: {}",
+                form.gpu_count,
+                form.gpu_model,
+                form.lease_hours,
+                form.reason.trim()
+            )),
+        })
+        .await?;
     if automatic {
-        approve_request(store, policy, id).await?;
+        approve_request(state, "system", id, &Choice::default()).await?;
     }
     Ok(id)
 }
 
-/// Approves a request: its GPUs are claimed now, or it waits with the reason.
-pub async fn approve_request(store: &Store, policy: &Policy, id: i64) -> Result<(), RequestError> {
+/// Approves a request: its GPUs are claimed now and its VM provisioned, or it waits with the
+/// reason. `actor` is the admin (or `system` for automatic approval); `choice` narrows where.
+pub async fn approve_request(
+    state: &AppState,
+    actor: &str,
+    id: i64,
+    choice: &Choice,
+) -> Result<(), RequestError> {
+    let (store, policy) = (&state.store, &state.policy);
     let needs = store
         .request_needs(id)
         .await?
@@ -151,21 +194,39 @@ pub async fn approve_request(store: &Store, policy: &Policy, id: i64) -> Result<
     }
     let (held, _) = store.usage(needs.user_id).await?;
     let count = needs.gpu_count;
-    if held + count > policy.quotas.gpus {
+    let quotas = quotas_for(store, policy, needs.user_id).await?;
+    if held + count > quotas.gpus {
         return Err(RequestError::OverQuota(format!(
             "the requester holds {held} GPU(s); {count} more would pass the quota of {}",
-            policy.quotas.gpus
+            quotas.gpus
         )));
     }
-    match scheduler::place(store, id).await {
+    let audit = |after: &str, detail: String| AuditRecord {
+        actor,
+        action: "request.approve",
+        subject: format!("request {id}"),
+        before: Some(needs.state.clone()),
+        after: Some(after.to_string()),
+        detail: Some(detail),
+    };
+    match scheduler::place_with(store, id, choice).await {
         Ok(placement) => {
             tracing::info!(request = id, host = %placement.host, gpus = ?placement.gpus, "request approved and placed");
+            store
+                .audit(audit(
+                    "placed",
+                    format!("{} on {}", placement.gpus.join(", "), placement.host),
+                ))
+                .await?;
+            state.vms.provision_in_background(id);
             Ok(())
         }
         Err(PlaceError::NoFit(reason)) => {
             tracing::info!(request = id, %reason, "request approved, waiting for GPUs");
+            store.audit(audit("waiting", reason)).await?;
             Ok(())
         }
+        Err(PlaceError::BadChoice(reason)) => Err(RequestError::BadChoice(reason)),
         Err(PlaceError::NotPlaceable(_)) => Err(RequestError::Conflict(id)),
         Err(PlaceError::Contended) => Err(RequestError::Contended),
         Err(PlaceError::Store(e)) => Err(e.into()),
@@ -173,15 +234,31 @@ pub async fn approve_request(store: &Store, policy: &Policy, id: i64) -> Result<
 }
 
 /// Denies a pending or waiting request.
-pub async fn deny_request(store: &Store, id: i64, reason: &str) -> Result<(), RequestError> {
+pub async fn deny_request(
+    store: &Store,
+    actor: &str,
+    id: i64,
+    reason: &str,
+) -> Result<(), RequestError> {
     let reason = reason.trim();
     if reason.is_empty() {
         return Err(RequestError::NoReason);
     }
+    let before = store.request_needs(id).await?.map(|n| n.state);
     if !store.deny(id, reason).await? {
         return Err(RequestError::Conflict(id));
     }
     tracing::info!(request = id, reason, "request denied");
+    store
+        .audit(AuditRecord {
+            actor,
+            action: "request.deny",
+            subject: format!("request {id}"),
+            before,
+            after: Some("denied".into()),
+            detail: Some(reason.to_string()),
+        })
+        .await?;
     Ok(())
 }
 
@@ -193,7 +270,7 @@ pub(crate) async fn create(
     CurrentUser(user): CurrentUser,
     Json(form): Json<RequestForm>,
 ) -> Result<Response, ApiError> {
-    match file_request(&state.store, &state.policy, &user, form).await {
+    match file_request(&state, &user, form).await {
         Ok(id) => {
             // "pending", or already "placed"/"waiting" when the request was approved automatically.
             let filed = state.store.request_needs(id).await?.map(|n| n.state);
@@ -249,17 +326,20 @@ pub(crate) async fn show(
     Ok(Json(visible(&state, &user, id).await?))
 }
 
-/// Approves a request: claims its GPUs now, or leaves it waiting with the reason (admins).
-#[utoipa::path(post, path = "/api/v1/requests/{id}/approve", tag = "requests",
+/// Approves a request: claims its GPUs now and provisions its VM, or leaves it waiting with the
+/// reason (admins). An optional body chooses the host or the exact GPUs.
+#[utoipa::path(post, path = "/api/v1/requests/{id}/approve", tag = "requests", request_body(content = Option<Choice>),
     params(("id" = i64, Path, description = "request id")),
-    responses((status = 200, body = RequestView), (status = 404), (status = 409), (status = 403)))]
+    responses((status = 200, body = RequestView), (status = 404), (status = 409), (status = 422), (status = 403)))]
 pub(crate) async fn approve(
     State(state): State<AppState>,
     Admin(admin): Admin,
     Path(id): Path<i64>,
+    body: Option<Json<Choice>>,
 ) -> Result<Json<RequestView>, ApiError> {
     visible(&state, &admin, id).await?;
-    approve_request(&state.store, &state.policy, id).await?;
+    let choice = body.map(|Json(c)| c).unwrap_or_default();
+    approve_request(&state, &admin.name, id, &choice).await?;
     Ok(Json(visible(&state, &admin, id).await?))
 }
 
@@ -281,6 +361,6 @@ pub(crate) async fn deny(
     Json(denial): Json<Denial>,
 ) -> Result<Json<RequestView>, ApiError> {
     visible(&state, &admin, id).await?;
-    deny_request(&state.store, id, &denial.reason).await?;
+    deny_request(&state.store, &admin.name, id, &denial.reason).await?;
     Ok(Json(visible(&state, &admin, id).await?))
 }

@@ -35,6 +35,9 @@ pub enum PlaceError {
     /// No such request, or it is not waiting for GPUs.
     #[error("request {0} cannot be placed in its state")]
     NotPlaceable(i64),
+    /// The admin's choice cannot be honoured.
+    #[error("{0}")]
+    BadChoice(String),
     /// Every attempt lost a race: the GPUs are very contended.
     #[error("gave up after {ATTEMPTS} attempts lost to concurrent approvals")]
     Contended,
@@ -76,18 +79,102 @@ pub fn choose(free: &[FreeGpu], count: usize) -> Option<Vec<&FreeGpu>> {
     .or_else(|| best(by_host.into_values().collect(), count))
 }
 
+/// An admin's choice at approval: a host, or the exact GPUs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Choice {
+    /// Place on this host only.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Exactly these GPUs (PCI addresses), as many as the request asks for, on one host.
+    #[serde(default)]
+    pub gpus: Vec<String>,
+}
+
+/// True when a host with libvirt driver `driver` can run a `hypervisor` guest.
+fn runs(driver: Option<&str>, hypervisor: &str) -> bool {
+    match driver {
+        Some("TEST") | None => true,
+        Some("QEMU") => hypervisor == "kvm",
+        Some("Xen") => hypervisor == "xen",
+        Some(_) => false,
+    }
+}
+
 /// Places a request: claims its GPUs, or marks it waiting with the reason.
 pub async fn place(store: &Store, request_id: i64) -> Result<Placement, PlaceError> {
+    place_with(store, request_id, &Choice::default()).await
+}
+
+/// Places a request within an admin's choice of host or GPUs. GPUs named one by one must all be
+/// free now; otherwise the request waits like any other.
+pub async fn place_with(
+    store: &Store,
+    request_id: i64,
+    choice: &Choice,
+) -> Result<Placement, PlaceError> {
     let Some(needs) = store.request_needs(request_id).await? else {
         return Err(PlaceError::NotPlaceable(request_id));
     };
     if !needs.is_open() {
         return Err(PlaceError::NotPlaceable(request_id));
     }
-    let model = needs.gpu_model;
+    let model = needs.gpu_model.clone();
     let count = usize::try_from(needs.gpu_count).unwrap_or(0);
+    if !choice.gpus.is_empty() && choice.gpus.len() != count {
+        return Err(PlaceError::BadChoice(format!(
+            "the request asks for {count} GPU(s); {} were chosen",
+            choice.gpus.len()
+        )));
+    }
+    let drivers: BTreeMap<String, Option<String>> = store
+        .hosts()
+        .await?
+        .into_iter()
+        .map(|h| (h.name, h.driver))
+        .collect();
+    let usable = |gpu: &FreeGpu| {
+        needs
+            .image_host
+            .as_ref()
+            .is_none_or(|image_host| *image_host == gpu.host)
+            && runs(
+                drivers.get(&gpu.host).and_then(|d| d.as_deref()),
+                &needs.hypervisor,
+            )
+            && choice.host.as_ref().is_none_or(|h| *h == gpu.host)
+    };
+    if needs.image_host.is_none() {
+        let reason = "waiting: the request's image is no longer registered".to_string();
+        store.mark_waiting(request_id, &reason).await?;
+        return Err(PlaceError::NoFit(reason));
+    }
     for _ in 0..ATTEMPTS {
-        let free = store.free_gpus(&model).await?;
+        let free: Vec<FreeGpu> = store
+            .free_gpus(&model)
+            .await?
+            .into_iter()
+            .filter(usable)
+            .collect();
+        if !choice.gpus.is_empty() {
+            let picked: Vec<FreeGpu> = choice
+                .gpus
+                .iter()
+                .filter_map(|address| free.iter().find(|g| &g.address == address).cloned())
+                .collect();
+            let one_host = picked.iter().all(|g| g.host == picked[0].host);
+            if picked.len() != count || !one_host {
+                return Err(PlaceError::BadChoice(format!(
+                    "the chosen GPUs are not all free {model} GPUs on one host that can run this request"
+                )));
+            }
+            if store.claim(request_id, &picked).await? == ClaimOutcome::Claimed {
+                return Ok(placement(picked));
+            }
+            return Err(PlaceError::BadChoice(
+                "a chosen GPU was just claimed by another request".into(),
+            ));
+        }
         let Some(picked) = choose(&free, count) else {
             let reason = format!(
                 "waiting for {count} free {model} GPU(s) on one host ({} free in all)",
@@ -98,19 +185,23 @@ pub async fn place(store: &Store, request_id: i64) -> Result<Placement, PlaceErr
         };
         let picked: Vec<FreeGpu> = picked.into_iter().cloned().collect();
         if store.claim(request_id, &picked).await? == ClaimOutcome::Claimed {
-            let numa = picked[0].numa_node;
-            return Ok(Placement {
-                host: picked[0].host.clone(),
-                numa_node: picked
-                    .iter()
-                    .all(|g| g.numa_node == numa)
-                    .then_some(numa)
-                    .flatten(),
-                gpus: picked.into_iter().map(|g| g.address).collect(),
-            });
+            return Ok(placement(picked));
         }
     }
     Err(PlaceError::Contended)
+}
+
+fn placement(picked: Vec<FreeGpu>) -> Placement {
+    let numa = picked[0].numa_node;
+    Placement {
+        host: picked[0].host.clone(),
+        numa_node: picked
+            .iter()
+            .all(|g| g.numa_node == numa)
+            .then_some(numa)
+            .flatten(),
+        gpus: picked.into_iter().map(|g| g.address).collect(),
+    }
 }
 
 #[cfg(test)]

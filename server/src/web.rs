@@ -15,6 +15,7 @@ use leptos_axum::{LeptosRoutes, file_and_error_handler, generate_route_list};
 use passage_app::inventory::{InventoryView, Viewer};
 use passage_app::requests::{Choices, RequestForm, RequestView};
 use passage_app::service::{BoxFuture, Portal, PortalService, RequestFailure};
+use passage_app::vms::{AuditEntry, AuditFilter, VmView};
 use passage_app::{App, shell};
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
@@ -150,7 +151,7 @@ impl PortalService for UiService {
                 name: viewer.name,
                 is_admin: viewer.is_admin,
             };
-            crate::requests::file_request(&self.state.store, &self.state.policy, &user, form)
+            crate::requests::file_request(&self.state, &user, form)
                 .await
                 .map_err(|e| match e {
                     crate::requests::RequestError::Invalid(fields) => {
@@ -161,20 +162,93 @@ impl PortalService for UiService {
         })
     }
 
-    fn approve(&self, id: i64) -> BoxFuture<'_, Result<(), String>> {
+    fn approve(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            crate::requests::approve_request(&self.state.store, &self.state.policy, id)
+            let choice = crate::scheduler::Choice::default();
+            crate::requests::approve_request(&self.state, &viewer.name, id, &choice)
                 .await
                 .map_err(|e| e.to_string())
         })
     }
 
-    fn deny(&self, id: i64, reason: String) -> BoxFuture<'_, Result<(), String>> {
+    fn vms(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<VmView>, String>> {
         Box::pin(async move {
-            crate::requests::deny_request(&self.state.store, id, &reason)
+            self.state
+                .vms
+                .list(&user_of(viewer))
                 .await
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn vm(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<VmView>, String>> {
+        Box::pin(async move {
+            match self.state.vms.show(&user_of(viewer), id).await {
+                Ok(vm) => Ok(Some(vm)),
+                Err(crate::vms::VmError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn vm_action(
+        &self,
+        viewer: Viewer,
+        id: i64,
+        action: String,
+        hours: Option<i64>,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.vm_action_for(viewer, id, action, hours)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, String>> {
+        Box::pin(async move {
+            self.state
+                .store
+                .audit_entries(&filter, 500)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn deny(&self, viewer: Viewer, id: i64, reason: String) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            crate::requests::deny_request(&self.state.store, &viewer.name, id, &reason)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+fn user_of(viewer: Viewer) -> auth::User {
+    auth::User {
+        id: viewer.id,
+        name: viewer.name,
+        is_admin: viewer.is_admin,
+    }
+}
+
+impl UiService {
+    async fn vm_action_for(
+        &self,
+        viewer: Viewer,
+        id: i64,
+        action: String,
+        hours: Option<i64>,
+    ) -> Result<(), crate::vms::VmError> {
+        let user = user_of(viewer);
+        if action == "extend" {
+            self.state.vms.extend(&user, id, hours.unwrap_or(0)).await?;
+            return Ok(());
+        }
+        let action = crate::vms::VmAction::parse(&action)
+            .ok_or_else(|| crate::vms::VmError::Invalid(format!("unknown action {action:?}")))?;
+        self.state.vms.act(&user, id, action).await?;
+        Ok(())
     }
 }
 

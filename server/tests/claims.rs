@@ -34,6 +34,17 @@ async fn prepared(url: &str) -> (Store, i64) {
         .record_inventory("sim", &inventory, &gpus)
         .await
         .unwrap();
+    store
+        .register_image(&passage_server::store::Image {
+            name: "debian-12".into(),
+            host: "sim".into(),
+            pool: "images".into(),
+            volume: "debian-12-generic-amd64.qcow2".into(),
+            path: "/var/lib/passage/images/debian-12-generic-amd64.qcow2".into(),
+            capacity_bytes: 3 << 30,
+        })
+        .await
+        .unwrap();
     let user = store
         .create_user("ada", "not-a-real-hash", false)
         .await

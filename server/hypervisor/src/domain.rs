@@ -372,6 +372,10 @@ pub fn cow_volume_xml(name: &str, capacity_bytes: u64, backing_path: &str) -> St
             w.create_element("capacity")
                 .with_attribute(("unit", "bytes"))
                 .write_text_content(BytesText::new(&capacity_bytes.to_string()))?;
+            // Thin: the overlay grows as the guest writes.
+            w.create_element("allocation")
+                .with_attribute(("unit", "bytes"))
+                .write_text_content(BytesText::new("0"))?;
             w.create_element("target").write_inner_content(|w| {
                 w.create_element("format")
                     .with_attribute(("type", "qcow2"))

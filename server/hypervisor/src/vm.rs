@@ -207,6 +207,16 @@ impl LibvirtHost {
         .await
     }
 
+    /// The XML of domain `name` as libvirt has it now.
+    pub async fn domain_xml(&self, name: &str) -> Result<String, HypervisorError> {
+        self.on_domain(name, |uri, _, domain| {
+            domain
+                .get_xml_desc(0)
+                .map_err(|e| call_error(uri, "virDomainGetXMLDesc", e))
+        })
+        .await
+    }
+
     /// Every domain Passage defined on this host (by name), running or not.
     pub async fn passage_domains(&self) -> Result<Vec<DomainStatus>, HypervisorError> {
         self.with_connection(|uri, conn| {

@@ -16,6 +16,10 @@ pub struct RequestNeeds {
     pub gpu_count: i64,
     /// `pending`, `waiting`, `placed`, `denied` or `released`.
     pub state: String,
+    /// `kvm` or `xen`.
+    pub hypervisor: String,
+    /// The host holding the request's base image, if the image is registered.
+    pub image_host: Option<String>,
 }
 
 impl RequestNeeds {
@@ -81,7 +85,8 @@ impl Store {
     /// Who filed a request, what it asks for, and its state.
     pub async fn request_needs(&self, request_id: i64) -> Result<Option<RequestNeeds>, StoreError> {
         let row = sqlx::query(
-            "SELECT user_id, gpu_model, gpu_count, state FROM gpu_requests WHERE id = $1",
+            "SELECT r.user_id, r.gpu_model, r.gpu_count, r.state, r.hypervisor, i.host AS image_host
+             FROM gpu_requests r LEFT JOIN images i ON i.name = r.image WHERE r.id = $1",
         )
         .bind(request_id)
         .fetch_optional(&self.pool)
@@ -92,6 +97,8 @@ impl Store {
                 gpu_model: r.try_get("gpu_model")?,
                 gpu_count: r.try_get("gpu_count")?,
                 state: r.try_get("state")?,
+                hypervisor: r.try_get("hypervisor")?,
+                image_host: r.try_get("image_host")?,
             })
         })
         .transpose()
@@ -385,7 +392,7 @@ impl Store {
     }
 
     /// The GPU (not every function) each request holds: (request id, GPU address).
-    async fn claimed_gpus(&self) -> Result<Vec<(i64, String)>, StoreError> {
+    pub(super) async fn claimed_gpus(&self) -> Result<Vec<(i64, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT c.request_id, c.address FROM gpu_claims c JOIN gpus g ON g.id = c.gpu_id
              WHERE g.address = c.address ORDER BY c.request_id, c.address",

@@ -20,9 +20,11 @@ use thiserror::Error;
 
 mod accounts;
 mod claims;
+mod vms;
 
 pub use accounts::{ApiTokenRecord, UserRecord, is_unique_violation};
 pub use claims::{ClaimOutcome, FreeGpu, Image, RequestNeeds};
+pub use vms::{AuditRecord, ProvisionPlan, QuotaOverride, VmParts, VmRecord};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -460,6 +462,8 @@ pub fn now_ms() -> i64 {
 
 /// Unix milliseconds as an RFC 3339 UTC timestamp, to the second.
 pub fn rfc3339(ms: i64) -> String {
+    // RFC 3339 has four-digit years: clamp to the last second of 9999.
+    let ms = ms.clamp(0, 253_402_300_799_000);
     let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_seconds(time).to_string()
 }

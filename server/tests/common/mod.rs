@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use passage_server::config::{Config, HostConfig};
+use passage_server::config::{Config, HostConfig, VmSettings};
 
 /// The bundled simulated host file, by absolute path.
 pub fn simulated_host_file() -> PathBuf {
@@ -28,11 +28,13 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
         auto_approve: Default::default(),
         hosts: hosts
             .iter()
-            .map(|(name, uri)| HostConfig {
-                name: name.to_string(),
-                uri: uri.to_string(),
-            })
+            .map(|(name, uri)| HostConfig::new(*name, *uri))
             .collect(),
+        vms: VmSettings {
+            shutdown_grace_secs: 1,
+            lease_check_secs: 1,
+            ..VmSettings::default()
+        },
     }
 }
 

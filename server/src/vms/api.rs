@@ -1,0 +1,495 @@
+//! The VM API, the admin API for images, quotas and the audit log, the SSH key of the signed-in
+//! user, and the guest-facing cloud-init seed.
+
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use passage_app::vms::{AuditEntry, AuditFilter, VmView};
+use passage_hypervisor::Hotplug;
+
+use super::VmError;
+use super::lifecycle::VmAction;
+use super::seed::{SeedContent, SeedKey};
+use crate::AppState;
+use crate::api::ApiError;
+use crate::auth::{Admin, CurrentUser};
+use crate::store::{AuditRecord, Image, QuotaOverride, is_unique_violation};
+
+/// The routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/vms", get(list))
+        .route("/api/v1/vms/{id}", get(show).delete(release))
+        .route("/api/v1/vms/{id}/start", post(start))
+        .route("/api/v1/vms/{id}/stop", post(stop))
+        .route("/api/v1/vms/{id}/reboot", post(reboot))
+        .route("/api/v1/vms/{id}/extend", post(extend))
+        .route("/api/v1/vms/{id}/gpus", post(attach_gpu))
+        .route("/api/v1/vms/{id}/gpus/{address}", delete(detach_gpu))
+        .route("/api/v1/vms/{id}/console", get(console))
+        .route("/api/v1/vms/{id}/domain", get(domain_xml))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/images", post(register_image))
+        .route("/api/v1/users/{name}/quota", get(show_quota).put(set_quota))
+        .route("/api/v1/me/ssh-key", put(set_ssh_key))
+        .route("/cloud-init/{id}/{key}/{document}", get(seed_document))
+        .route("/downloads/passage-agent", get(agent_binary))
+}
+
+impl From<VmError> for ApiError {
+    fn from(e: VmError) -> Self {
+        match e {
+            VmError::Store(e) => e.into(),
+            VmError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            VmError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            VmError::Forbidden(_) => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+            VmError::Invalid(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+            VmError::Host(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+        }
+    }
+}
+
+/// Your VMs; admins see everyone's.
+#[utoipa::path(get, path = "/api/v1/vms", tag = "vms",
+    responses((status = 200, body = [VmView]), (status = 401)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<Vec<VmView>>, ApiError> {
+    Ok(Json(state.vms.list(&user).await?))
+}
+
+/// One VM: state, host, GPUs (PCI addresses) and domain.
+#[utoipa::path(get, path = "/api/v1/vms/{id}", tag = "vms",
+    params(("id" = i64, Path, description = "VM id")),
+    responses((status = 200, body = VmView), (status = 404), (status = 401)))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<VmView>, ApiError> {
+    Ok(Json(state.vms.show(&user, id).await?))
+}
+
+async fn act(
+    state: &AppState,
+    user: &crate::auth::User,
+    id: i64,
+    action: VmAction,
+) -> Result<Json<VmView>, ApiError> {
+    Ok(Json(state.vms.act(user, id, action).await?))
+}
+
+/// Releases a VM: shuts it down, removes its domain and disk, frees its GPUs.
+#[utoipa::path(delete, path = "/api/v1/vms/{id}", tag = "vms",
+    params(("id" = i64, Path, description = "VM id")),
+    responses((status = 200, body = VmView), (status = 404), (status = 409), (status = 502)))]
+pub(crate) async fn release(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<VmView>, ApiError> {
+    act(&state, &user, id, VmAction::Release).await
+}
+
+/// Starts a stopped VM.
+#[utoipa::path(post, path = "/api/v1/vms/{id}/start", tag = "vms",
+    params(("id" = i64, Path, description = "VM id")),
+    responses((status = 200, body = VmView), (status = 404), (status = 409), (status = 502)))]
+pub(crate) async fn start(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<VmView>, ApiError> {
+    act(&state, &user, id, VmAction::Start).await
+}
+
+/// Shuts a running VM down: ACPI first, power off after the grace period.
+#[utoipa::path(post, path = "/api/v1/vms/{id}/stop", tag = "vms",
+    params(("id" = i64, Path, description = "VM id")),
+    responses((status = 200, body = VmView), (status = 404), (status = 409), (status = 502)))]
+pub(crate) async fn stop(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<VmView>, ApiError> {
+    act(&state, &user, id, VmAction::Stop).await
+}
+
+/// Reboots a running VM.
+#[utoipa::path(post, path = "/api/v1/vms/{id}/reboot", tag = "vms",
+    params(("id" = i64, Path, description = "VM id")),
+    responses((status = 200, body = VmView), (status = 404), (status = 409), (status = 502)))]
+pub(crate) async fn reboot(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<VmView>, ApiError> {
+    act(&state, &user, id, VmAction::Reboot).await
+}
+
+/// Body of `POST /api/v1/vms/{id}/extend`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Extension {
+    /// Hours to add to the lease, 1 to 8,760.
+    pub hours: i64,
+}
+
+/// Extends a VM's lease (admins).
+#[utoipa::path(post, path = "/api/v1/vms/{id}/extend", tag = "vms", request_body = Extension,
+    params(("id" = i64, Path, description = "VM id")),
+    responses((status = 200, body = VmView), (status = 403), (status = 404), (status = 409), (status = 422)))]
+pub(crate) async fn extend(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<i64>,
+    Json(body): Json<Extension>,
+) -> Result<Json<VmView>, ApiError> {
+    Ok(Json(state.vms.extend(&admin, id, body.hours).await?))
+}
+
+/// Body of `POST /api/v1/vms/{id}/gpus`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GpuChoice {
+    /// A free GPU's PCI address on the VM's host, e.g. `0000:ca:00.0`.
+    pub address: String,
+}
+
+/// The VM after a hot-plug, and how it took effect.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HotplugOutcome {
+    /// The VM now.
+    pub vm: VmView,
+    /// `live` (the running guest has it now) or `next-start` (its definition changed; the
+    /// guest sees it from its next start, e.g. on hosts without device hot-plug).
+    pub applied: String,
+}
+
+fn outcome((vm, how): (VmView, Hotplug)) -> Json<HotplugOutcome> {
+    Json(HotplugOutcome {
+        vm,
+        applied: match how {
+            Hotplug::Live => "live",
+            Hotplug::NextStart => "next-start",
+        }
+        .into(),
+    })
+}
+
+/// Attaches one more free GPU (with its IOMMU group's functions) to a VM (admins).
+#[utoipa::path(post, path = "/api/v1/vms/{id}/gpus", tag = "vms", request_body = GpuChoice,
+    params(("id" = i64, Path, description = "VM id")),
+    responses((status = 200, body = HotplugOutcome), (status = 403), (status = 404), (status = 409), (status = 422), (status = 502)))]
+pub(crate) async fn attach_gpu(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<i64>,
+    Json(body): Json<GpuChoice>,
+) -> Result<Json<HotplugOutcome>, ApiError> {
+    Ok(outcome(
+        state.vms.attach_gpu(&admin, id, &body.address).await?,
+    ))
+}
+
+/// Detaches one GPU from a VM and frees it (admins).
+#[utoipa::path(delete, path = "/api/v1/vms/{id}/gpus/{address}", tag = "vms",
+    params(("id" = i64, Path, description = "VM id"), ("address" = String, Path, description = "GPU PCI address")),
+    responses((status = 200, body = HotplugOutcome), (status = 403), (status = 404), (status = 409), (status = 422), (status = 502)))]
+pub(crate) async fn detach_gpu(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path((id, address)): Path<(i64, String)>,
+) -> Result<Json<HotplugOutcome>, ApiError> {
+    Ok(outcome(state.vms.detach_gpu(&admin, id, &address).await?))
+}
+
+/// The VM's console as a websocket carrying VNC (subprotocol `binary`, as noVNC speaks).
+#[utoipa::path(get, path = "/api/v1/vms/{id}/console", tag = "vms",
+    params(("id" = i64, Path, description = "VM id")),
+    responses((status = 101, description = "websocket"), (status = 404), (status = 409), (status = 502)))]
+pub(crate) async fn console(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let stream = state.vms.open_console(&user, id).await?;
+    Ok(upgrade
+        .protocols(["binary"])
+        .on_upgrade(move |socket| stream.join(socket)))
+}
+
+/// The VM's libvirt domain XML as the host has it now (admins).
+#[utoipa::path(get, path = "/api/v1/vms/{id}/domain", tag = "vms",
+    params(("id" = i64, Path, description = "VM id")),
+    responses((status = 200, description = "domain XML", content_type = "application/xml"), (status = 403), (status = 404), (status = 502)))]
+pub(crate) async fn domain_xml(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let xml = state.vms.domain_xml(&admin, id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/xml")], xml).into_response())
+}
+
+/// The audit log, newest first, filtered (admins).
+#[utoipa::path(get, path = "/api/v1/audit", tag = "admin", params(AuditFilter),
+    responses((status = 200, body = [AuditEntry]), (status = 403)))]
+pub(crate) async fn audit(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+    Query(filter): Query<AuditFilter>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    Ok(Json(state.store.audit_entries(&filter, 500).await?))
+}
+
+/// Body of `POST /api/v1/images`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewImage {
+    /// The name users pick, e.g. `ubuntu-24.04-cuda`.
+    pub name: String,
+    /// A configured host.
+    pub host: String,
+    /// A libvirt storage pool on it.
+    pub pool: String,
+    /// A qcow2 volume in that pool.
+    pub volume: String,
+}
+
+/// Registers a base image: a volume that exists in a storage pool of a host (admins).
+#[utoipa::path(post, path = "/api/v1/images", tag = "admin", request_body = NewImage,
+    responses((status = 201, body = Image), (status = 403), (status = 409), (status = 422), (status = 502)))]
+pub(crate) async fn register_image(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Json(body): Json<NewImage>,
+) -> Result<Response, ApiError> {
+    let name_ok = !body.name.is_empty()
+        && body.name.len() <= 64
+        && body
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !name_ok {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name: use 1 to 64 letters, digits, '.', '-' or '_'".into(),
+        ));
+    }
+    let volume = state
+        .inventory
+        .host(&body.host)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("host: {:?} is not configured", body.host),
+            )
+        })?
+        .volume(&body.pool, &body.volume)
+        .await
+        .map_err(VmError::from)?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "volume: no volume {:?} in pool {:?} on {}",
+                    body.volume, body.pool, body.host
+                ),
+            )
+        })?;
+    let image = Image {
+        name: body.name.clone(),
+        host: body.host.clone(),
+        pool: body.pool.clone(),
+        volume: body.volume.clone(),
+        path: volume.path,
+        capacity_bytes: i64::try_from(volume.capacity_bytes).unwrap_or(i64::MAX),
+    };
+    match state.store.register_image(&image).await {
+        Err(e) if is_unique_violation(&e) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("an image named {:?} exists", image.name),
+            ));
+        }
+        other => other?,
+    }
+    state
+        .store
+        .audit(AuditRecord {
+            actor: &admin.name,
+            action: "image.register",
+            subject: format!("image {}", image.name),
+            before: None,
+            after: Some(format!("{}:{}/{}", image.host, image.pool, image.volume)),
+            detail: None,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(image)).into_response())
+}
+
+async fn user_id(state: &AppState, name: &str) -> Result<i64, ApiError> {
+    state
+        .store
+        .user_by_name(name)
+        .await?
+        .map(|u| u.id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no user {name:?}")))
+}
+
+/// A user's own quota (unset fields fall back to the configured quotas) (admins).
+#[utoipa::path(get, path = "/api/v1/users/{name}/quota", tag = "admin",
+    params(("name" = String, Path, description = "user name")),
+    responses((status = 200, body = QuotaOverride), (status = 403), (status = 404)))]
+pub(crate) async fn show_quota(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+    Path(name): Path<String>,
+) -> Result<Json<QuotaOverride>, ApiError> {
+    let id = user_id(&state, &name).await?;
+    Ok(Json(state.store.user_quota(id).await?))
+}
+
+/// Sets a user's own quota; all fields null removes it (admins).
+#[utoipa::path(put, path = "/api/v1/users/{name}/quota", tag = "admin", request_body = QuotaOverride,
+    params(("name" = String, Path, description = "user name")),
+    responses((status = 200, body = QuotaOverride), (status = 403), (status = 404), (status = 422)))]
+pub(crate) async fn set_quota(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(name): Path<String>,
+    Json(quota): Json<QuotaOverride>,
+) -> Result<Json<QuotaOverride>, ApiError> {
+    for (field, value, least) in [
+        ("gpus", quota.gpus, 0),
+        ("requests", quota.requests, 0),
+        ("lease_hours", quota.lease_hours, 1),
+    ] {
+        if value.is_some_and(|v| v < least || v > 100_000) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{field}: must be between {least} and 100000"),
+            ));
+        }
+    }
+    let id = user_id(&state, &name).await?;
+    let before = state.store.user_quota(id).await?;
+    state.store.set_user_quota(id, &quota).await?;
+    state
+        .store
+        .audit(AuditRecord {
+            actor: &admin.name,
+            action: "user.quota",
+            subject: format!("user {name}"),
+            before: Some(serde_json::to_string(&before).unwrap_or_default()),
+            after: Some(serde_json::to_string(&quota).unwrap_or_default()),
+            detail: None,
+        })
+        .await?;
+    Ok(Json(quota))
+}
+
+/// Body of `PUT /api/v1/me/ssh-key`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshKey {
+    /// An OpenSSH public key line (`ssh-ed25519 AAAA... comment`), or null to remove it.
+    pub key: Option<String>,
+}
+
+/// Sets the SSH public key put into your new VMs.
+#[utoipa::path(put, path = "/api/v1/me/ssh-key", tag = "accounts", request_body = SshKey,
+    responses((status = 204), (status = 401), (status = 422)))]
+pub(crate) async fn set_ssh_key(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Json(body): Json<SshKey>,
+) -> Result<StatusCode, ApiError> {
+    let key = body.key.as_deref().map(str::trim);
+    if let Some(key) = key {
+        let mut parts = key.split_whitespace();
+        let kind = parts.next().unwrap_or_default();
+        let blob = parts.next().unwrap_or_default();
+        let known =
+            kind.starts_with("ssh-") || kind.starts_with("ecdsa-sha2-") || kind.starts_with("sk-");
+        if !known || blob.len() < 16 || key.len() > 8192 || key.contains(['\n', '\r']) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "key: expected one OpenSSH public key line, e.g. ssh-ed25519 AAAA... you@laptop"
+                    .into(),
+            ));
+        }
+    }
+    state.store.set_ssh_key(user.id, key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// cloud-init's NoCloud documents for a VM, for the guest itself (the key is the credential).
+async fn seed_document(
+    State(state): State<AppState>,
+    Path((id, key, document)): Path<(i64, String, String)>,
+) -> Result<Response, ApiError> {
+    let key = SeedKey::from_url(&key);
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such seed".into());
+    let record = state
+        .store
+        .vm_by_seed(id, &key.hash())
+        .await?
+        .ok_or_else(not_found)?;
+    let owner = state
+        .store
+        .vm(None, id)
+        .await?
+        .map(|v| v.owner)
+        .ok_or_else(not_found)?;
+    let content = SeedContent {
+        vm_id: id,
+        user: owner,
+        ssh_public_key: state.store.ssh_key(record.user_id).await?,
+        server_url: state.vms.public_url().to_string(),
+        agent_token: key.agent_token(),
+    };
+    let body = match document.as_str() {
+        "meta-data" => content.meta_data(),
+        "user-data" => content.user_data(),
+        "vendor-data" | "network-config" => String::new(),
+        _ => return Err(not_found()),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/yaml; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The agent binary for guests, from next to the server binary.
+async fn agent_binary() -> Result<Response, ApiError> {
+    let path = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("passage-agent")))
+        .filter(|path| path.is_file())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "passage-agent is not installed next to the server".into(),
+            )
+        })?;
+    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
