@@ -46,6 +46,8 @@ pub fn App() -> impl IntoView {
                 <nav>
                     <A href="/">"Hosts & GPUs"</A>
                     <A href="/requests">"Requests"</A>
+                    <A href="/vms">"VMs"</A>
+                    <A href="/audit">"Audit"</A>
                 </nav>
                 <Account/>
             </header>
@@ -54,6 +56,10 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/") view=pages::hosts::HostsPage/>
                     <Route path=path!("/login") view=pages::login::LoginPage/>
                     <Route path=path!("/requests") view=pages::requests::RequestsPage/>
+                    <Route path=path!("/vms") view=pages::vms::VmsPage/>
+                    <Route path=path!("/vms/:id") view=pages::vms::VmPage/>
+                    <Route path=path!("/vms/:id/console") view=pages::vms::ConsolePage/>
+                    <Route path=path!("/audit") view=pages::audit::AuditPage/>
                 </Routes>
             </main>
         </Router>

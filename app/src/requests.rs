@@ -240,14 +240,22 @@ pub async fn file_request(form: RequestFields) -> Result<FileOutcome, ServerFnEr
     }
 }
 
-/// Approves a request (admins).
+/// Approves a request (admins), optionally onto the GPUs listed in `gpus` (PCI addresses
+/// separated by commas or spaces).
 #[server]
-pub async fn approve_request(id: i64) -> Result<(), ServerFnError> {
+pub async fn approve_request(id: i64, gpus: Option<String>) -> Result<(), ServerFnError> {
     let (service, viewer) = crate::inventory::signed_in().await?;
+    let gpus: Vec<String> = gpus
+        .unwrap_or_default()
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(String::from)
+        .collect();
     match viewer {
         Some(viewer) if viewer.is_admin => service
             .0
-            .approve(viewer, id)
+            .approve(viewer, id, gpus)
             .await
             .map_err(ServerFnError::new),
         _ => Err(ServerFnError::new("only admins approve requests")),

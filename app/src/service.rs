@@ -41,8 +41,14 @@ pub trait PortalService: Send + Sync + 'static {
     /// Files a request for the viewer; returns its id.
     fn file(&self, viewer: Viewer, form: RequestForm)
     -> BoxFuture<'_, Result<i64, RequestFailure>>;
-    /// Approves a request (the caller checked that the viewer is an admin).
-    fn approve(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>>;
+    /// Approves a request (the caller checked that the viewer is an admin), onto exactly
+    /// `gpus` when any are given.
+    fn approve(
+        &self,
+        viewer: Viewer,
+        id: i64,
+        gpus: Vec<String>,
+    ) -> BoxFuture<'_, Result<(), String>>;
     /// Denies a request with a reason (the caller checked that the viewer is an admin).
     fn deny(&self, viewer: Viewer, id: i64, reason: String) -> BoxFuture<'_, Result<(), String>>;
     /// The viewer's VMs (admins: everyone's), newest first.

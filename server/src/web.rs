@@ -162,9 +162,14 @@ impl PortalService for UiService {
         })
     }
 
-    fn approve(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>> {
+    fn approve(
+        &self,
+        viewer: Viewer,
+        id: i64,
+        gpus: Vec<String>,
+    ) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            let choice = crate::scheduler::Choice::default();
+            let choice = crate::scheduler::Choice { host: None, gpus };
             crate::requests::approve_request(&self.state, &viewer.name, id, &choice)
                 .await
                 .map_err(|e| e.to_string())

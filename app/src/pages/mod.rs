@@ -1,3 +1,5 @@
+pub mod audit;
 pub mod hosts;
 pub mod login;
 pub mod requests;
+pub mod vms;

@@ -104,6 +104,11 @@ pub fn RequestsPage() -> impl IntoView {
                                         })
                                     }}
                                 </ActionForm>
+                                {move || {
+                                    approve.value().get().and_then(Result::err).map(|e| {
+                                        view! { <p class="error" id="approve-error">{e.to_string()}</p> }
+                                    })
+                                }}
                                 <RequestTable requests admin approve deny/>
                             }
                                 .into_any()
@@ -174,6 +179,7 @@ fn RequestTable(
                                     <td class="decide">
                                         <ActionForm action=approve>
                                             <input type="hidden" name="id" value=id.to_string()/>
+                                            <input name="gpus" class="gpu-choice" placeholder="GPUs (optional): 0000:17:00.0, …"/>
                                             <button type="submit" class="approve">"Approve"</button>
                                         </ActionForm>
                                         <ActionForm action=deny>

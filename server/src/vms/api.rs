@@ -218,8 +218,20 @@ pub(crate) async fn console(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<i64>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    // Browsers send Origin on websockets; one from another site is refused outright.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+        if origin_host.is_none() || origin_host != host {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the console opens only from the portal's own pages".into(),
+            ));
+        }
+    }
     let stream = state.vms.open_console(&user, id).await?;
     Ok(upgrade
         .protocols(["binary"])

@@ -1,0 +1,220 @@
+//! The VM pages: my VMs (admins: all) with their states kept current, one VM with its actions
+//! and SSH details, and its browser console.
+
+use std::time::Duration;
+
+use leptos::form::ActionForm;
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use crate::vms::{ActOnVm, VmView, load_vm, load_vms};
+
+/// How often the pages ask for the VMs' states again.
+const POLL: Duration = Duration::from_secs(2);
+
+/// A signal that ticks every [`POLL`] in the browser, and whether the page is hydrated.
+fn polling() -> (ReadSignal<u64>, ReadSignal<bool>) {
+    let (tick, set_tick) = signal(0u64);
+    let (hydrated, set_hydrated) = signal(false);
+    Effect::new(move |_| {
+        set_hydrated.set(true);
+        if let Ok(handle) = set_interval_with_handle(move || set_tick.update(|t| *t += 1), POLL) {
+            on_cleanup(move || handle.clear());
+        }
+    });
+    (tick, hydrated)
+}
+
+/// The list of VMs.
+#[component]
+pub fn VmsPage() -> impl IntoView {
+    let (tick, hydrated) = polling();
+    let vms = Resource::new(move || tick.get(), |_| load_vms());
+    view! {
+        <section class="vms-page" data-hydrated=move || hydrated.get().to_string()>
+            <h1>"Virtual machines"</h1>
+            <Transition fallback=|| view! { <p class="notice">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    match vms.await {
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                        Ok(vms) if vms.is_empty() => {
+                            view! {
+                                <p class="notice" id="no-vms">
+                                    "No VMs yet: they appear here once a request is approved."
+                                </p>
+                            }
+                                .into_any()
+                        }
+                        Ok(vms) => view! { <VmTable vms/> }.into_any(),
+                    }
+                })}
+            </Transition>
+        </section>
+    }
+}
+
+#[component]
+fn VmTable(vms: Vec<VmView>) -> impl IntoView {
+    view! {
+        <table class="vms">
+            <thead>
+                <tr>
+                    <th>"VM"</th>
+                    <th>"Owner"</th>
+                    <th>"State"</th>
+                    <th>"Host · GPUs"</th>
+                    <th>"Lease ends"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {vms
+                    .into_iter()
+                    .map(|vm| {
+                        view! {
+                            <tr class="vm" data-id=vm.id.to_string() data-state=vm.state.clone()>
+                                <td>
+                                    <a href=format!("/vms/{}", vm.id)>{format!("VM {}", vm.id)}</a>
+                                    <div class="muted">{format!("request {}", vm.request_id)}</div>
+                                </td>
+                                <td>{vm.owner.clone()}</td>
+                                <td>
+                                    <span class=format!("badge {}", vm.state)>{vm.state.clone()}</span>
+                                    {vm.state_reason.clone().map(|why| view! { <div class="muted">{why}</div> })}
+                                </td>
+                                <td class="gpus">
+                                    {format!("{} · {} × {}", vm.host, vm.gpus.len(), vm.gpu_model)}
+                                    <div class="muted">{vm.gpus.join(", ")}</div>
+                                </td>
+                                <td>{vm.lease_expires_at.clone()}</td>
+                            </tr>
+                        }
+                    })
+                    .collect_view()}
+            </tbody>
+        </table>
+    }
+}
+
+fn vm_id() -> Memo<Option<i64>> {
+    let params = use_params_map();
+    Memo::new(move |_| params.read().get("id").and_then(|id| id.parse().ok()))
+}
+
+/// One VM: what it is, its actions, how to reach it.
+#[component]
+pub fn VmPage() -> impl IntoView {
+    let id = vm_id();
+    let act = ServerAction::<ActOnVm>::new();
+    let (tick, hydrated) = polling();
+    let vm = Resource::new(
+        move || (id.get(), tick.get(), act.version().get()),
+        |(id, _, _)| async move {
+            match id {
+                Some(id) => load_vm(id).await,
+                None => Ok(None),
+            }
+        },
+    );
+    let viewer = Resource::new(|| (), |_| crate::inventory::current_viewer());
+    view! {
+        <section class="vm-page" data-hydrated=move || hydrated.get().to_string()>
+            <Transition fallback=|| view! { <p class="notice">"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    let admin = matches!(viewer.await, Ok(Some(v)) if v.is_admin);
+                    match vm.await {
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                        Ok(None) => view! { <p class="notice" id="no-such-vm">"No such VM."</p> }.into_any(),
+                        Ok(Some(vm)) => view! { <VmDetails vm admin act/> }.into_any(),
+                    }
+                })}
+            </Transition>
+            {move || {
+                act.value().get().and_then(Result::err).map(|e| {
+                    view! { <p class="error" id="action-error">{e.to_string()}</p> }
+                })
+            }}
+        </section>
+    }
+}
+
+#[component]
+fn VmDetails(vm: VmView, admin: bool, act: ServerAction<ActOnVm>) -> impl IntoView {
+    let id = vm.id;
+    let button = move |action: &'static str, label: &'static str| {
+        view! {
+            <ActionForm action=act>
+                <input type="hidden" name="id" value=id.to_string()/>
+                <input type="hidden" name="action" value=action/>
+                <button type="submit" id=format!("vm-{action}") disabled=move || act.pending().get()>
+                    {label}
+                </button>
+            </ActionForm>
+        }
+    };
+    let running = vm.state == "running";
+    let stopped = vm.state == "stopped";
+    let simulated = vm.domain_type.as_deref() == Some("test");
+    view! {
+        <h1>{format!("VM {}", vm.id)} " " <span id="vm-state" class=format!("badge {}", vm.state)>{vm.state.clone()}</span></h1>
+        {vm.state_reason.clone().map(|why| view! { <p class="muted" id="vm-reason">{why}</p> })}
+        <dl class="facts">
+            <dt>"Owner"</dt><dd>{vm.owner.clone()}</dd>
+            <dt>"Host"</dt><dd id="vm-host">{vm.host.clone()}</dd>
+            <dt>"Domain"</dt><dd id="vm-domain">{vm.domain.clone().unwrap_or_default()} " " <span class="muted">{vm.domain_type.clone().unwrap_or_default()}</span></dd>
+            <dt>"GPUs"</dt>
+            <dd id="vm-gpus">
+                {format!("{} × {}", vm.gpus.len(), vm.gpu_model)}
+                <ul>{vm.gpus.iter().map(|g| view! { <li class="gpu-address">{g.clone()}</li> }).collect_view()}</ul>
+            </dd>
+            <dt>"Shape"</dt><dd>{format!("{} vCPU · {} MiB · {} GiB · {} · {}", vm.vcpus, vm.memory_mib, vm.disk_gib, vm.image, vm.hypervisor)}</dd>
+            <dt>"Lease ends"</dt><dd id="vm-lease">{vm.lease_expires_at.clone()}</dd>
+            <dt>"SSH"</dt>
+            <dd id="vm-ssh">
+                <code>{format!("ssh {}@<the VM's address>", vm.ssh_user)}</code>
+                <div class="muted">"With the SSH key of your account (PUT /api/v1/me/ssh-key); the guest's agent reports its address once it starts."</div>
+            </dd>
+        </dl>
+        {vm.is_live().then(|| view! {
+            <div class="actions">
+                {stopped.then(|| button("start", "Start"))}
+                {running.then(|| button("stop", "Shut down"))}
+                {running.then(|| button("reboot", "Reboot"))}
+                {(running || stopped).then(|| button("release", "Release"))}
+                {running.then(|| {
+                    if simulated {
+                        view! { <span class="muted" id="console-link">"Console: the simulated host has no display."</span> }.into_any()
+                    } else {
+                        view! { <a id="console-link" rel="external" href=format!("/vms/{id}/console")>"Open console"</a> }.into_any()
+                    }
+                })}
+            </div>
+        })}
+        {(admin && vm.is_live()).then(|| view! {
+            <ActionForm action=act attr:class="extend">
+                <input type="hidden" name="id" value=id.to_string()/>
+                <input type="hidden" name="action" value="extend"/>
+                <label>"Extend lease by " <input name="hours" value="24" inputmode="numeric" size="4"/> " hours"</label>
+                <button type="submit" id="vm-extend">"Extend"</button>
+            </ActionForm>
+        })}
+    }
+}
+
+/// The VM's console: noVNC over the portal's websocket proxy.
+#[component]
+pub fn ConsolePage() -> impl IntoView {
+    let id = vm_id();
+    view! {
+        <section class="console-page">
+            <h1>
+                <a href=move || format!("/vms/{}", id.get().unwrap_or_default())>
+                    {move || format!("VM {}", id.get().unwrap_or_default())}
+                </a>
+                " · console"
+            </h1>
+            <p id="console-status" class="muted">"Connecting…"</p>
+            <div id="console-screen" data-vm=move || id.get().unwrap_or_default().to_string()></div>
+            <script type="module" src="/console.js"></script>
+        </section>
+    }
+}

@@ -1,0 +1,104 @@
+// A GPU VM end to end in the browser: a user requests, an admin approves onto chosen GPUs, the
+// user sees the VM running with its GPUs, opens its console page, shuts it down, starts it and
+// releases it; another user cannot see it; the admin reads it all in the audit log.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, signIn, startPortal } from './portal.mjs';
+
+const ADMIN = { name: 'ops', password: 'operator password', admin: true };
+const ADA = { name: 'ada', password: 'analytical engine', admin: false };
+const BOB = { name: 'bob', password: 'difference engine', admin: false };
+
+let portal;
+let browser;
+
+before(async () => {
+  portal = await startPortal('[vms]\nshutdown_grace_secs = 1\n', [ADMIN, ADA, BOB]);
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await portal?.stop();
+});
+
+async function open(account, path, ready) {
+  const page = await (await browser.newContext()).newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await signIn(page, portal.url, account.name, account.password);
+  await page.goto(`${portal.url}${path}`);
+  await page.waitForSelector(`${ready}[data-hydrated="true"]`, { timeout: 30_000 });
+  return { page, errors };
+}
+
+test('a VM is requested, approved, run, reached and released', async () => {
+  const { page: ada, errors } = await open(ADA, 'requests', '.requests-page');
+  await ada.selectOption('select[name="form[gpu_model]"]', 'H100 PCIe');
+  await ada.fill('input[name="form[gpu_count]"]', '2');
+  await ada.fill('input[name="form[reason]"]', 'rerun the passthrough study');
+  await ada.click('#file-request');
+  await ada.waitForSelector('tr.request[data-state="pending"]');
+  const request = await ada.locator('tr.request').first().getAttribute('data-id');
+  assert.equal(await ada.locator('button.approve').count(), 0, 'users cannot approve');
+
+  // The admin picks two GPUs that are not the scheduler's first choice.
+  const { page: ops } = await open(ADMIN, 'requests', '.requests-page');
+  const row = ops.locator(`tr.request[data-id="${request}"]`);
+  await row.locator('input.gpu-choice').fill('0000:3d:00.0, 0000:4e:00.0');
+  await row.locator('button.approve').click();
+  await ops.waitForSelector(`tr.request[data-id="${request}"][data-state="placed"]`);
+
+  // Ada's VM list fills in by itself and shows it running.
+  await ada.goto(`${portal.url}vms`);
+  await ada.waitForSelector('.vms-page[data-hydrated="true"]');
+  await ada.waitForSelector('tr.vm[data-state="running"]', { timeout: 15_000 });
+  const vm = await ada.locator('tr.vm').first().getAttribute('data-id');
+  assert.match(await ada.locator('tr.vm td.gpus').innerText(), /0000:3d:00\.0, 0000:4e:00\.0/);
+
+  await ada.click(`a[href="/vms/${vm}"]`);
+  await ada.waitForSelector('#vm-state.running');
+  assert.equal(await ada.locator('#vm-host').innerText(), 'simulated');
+  assert.equal(await ada.locator('#vm-domain').innerText(), `passage-vm-${vm} test`);
+  assert.deepEqual(await ada.locator('#vm-gpus li').allInnerTexts(), ['0000:3d:00.0', '0000:4e:00.0']);
+  assert.match(await ada.locator('#vm-ssh').innerText(), /ssh ada@/);
+  // The simulated host has no display; the console page itself still loads noVNC and says so.
+  assert.match(await ada.locator('#console-link').innerText(), /no display/);
+  await ada.goto(`${portal.url}vms/${vm}/console`);
+  await ada.waitForFunction(
+    () => document.querySelector('#console-screen')?.dataset.connected === 'false',
+    null,
+    { timeout: 15_000 },
+  );
+  assert.match(await ada.locator('#console-status').innerText(), /console closed/);
+
+  // Bob sees nothing of it, even by address.
+  const { page: bob } = await open(BOB, 'vms', '.vms-page');
+  await bob.waitForSelector('#no-vms');
+  await bob.goto(`${portal.url}vms/${vm}`);
+  await bob.waitForSelector('#no-such-vm');
+
+  // Shut down, start, release.
+  await ada.goto(`${portal.url}vms/${vm}`);
+  await ada.waitForSelector('.vm-page[data-hydrated="true"]');
+  await ada.click('#vm-stop');
+  await ada.waitForSelector('#vm-state.stopped', { timeout: 15_000 });
+  await ada.click('#vm-start');
+  await ada.waitForSelector('#vm-state.running', { timeout: 15_000 });
+  assert.equal(await ada.locator('#vm-extend').count(), 0, 'only admins extend leases');
+  await ada.click('#vm-release');
+  await ada.waitForSelector('#vm-state.released', { timeout: 15_000 });
+
+  // The admin's audit log has the story, and filters it.
+  const { page: audit } = await open(ADMIN, 'audit', '.audit-page');
+  await audit.fill('#audit-subject', `vm ${vm}`);
+  await audit.press('#audit-subject', 'Enter');
+  await audit.waitForSelector('tr.audit-entry[data-action="vm.release"]');
+  const actions = await audit.locator('tr.audit-entry').evaluateAll((rows) => rows.map((r) => r.dataset.action));
+  for (const action of ['vm.provision', 'vm.stop', 'vm.start', 'vm.release']) {
+    assert.ok(actions.includes(action), `${action} in ${actions}`);
+  }
+  const { page: bobAudit } = await open(BOB, 'audit', '.audit-page');
+  await bobAudit.waitForSelector('.audit-page .error');
+  assert.deepEqual(errors, []);
+});
