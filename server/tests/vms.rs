@@ -162,7 +162,7 @@ async fn post(client: &Client, url: String, body: Option<Value>) -> reqwest::Res
 
 #[tokio::test]
 async fn a_gpu_vm_is_provisioned_run_changed_and_released() {
-    common::on_every_backend(|url| lifecycle(url)).await;
+    common::on_every_backend(lifecycle).await;
 }
 
 async fn lifecycle(url: String) {
@@ -632,7 +632,7 @@ async fn a_provisioning_failure_rolls_everything_back_and_says_why() {
 
 #[tokio::test]
 async fn reconciliation_repairs_what_a_dead_server_and_a_reset_host_leave_behind() {
-    common::on_every_backend(|url| reconciliation(url)).await;
+    common::on_every_backend(reconciliation).await;
 }
 
 async fn reconciliation(url: String) {
