@@ -55,14 +55,18 @@ pub trait PortalService: Send + Sync + 'static {
     fn vms(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<VmView>, String>>;
     /// One VM, if the viewer may see it.
     fn vm(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<VmView>, String>>;
-    /// `start`, `stop`, `reboot`, `release` (owner or admin) or `extend` by `hours` (admins).
+    /// `start`, `stop`, `reboot`, `release` (owner or admin); `extend` by `hours`, `attach` or
+    /// `detach` the GPU `gpu` (admins).
     fn vm_action(
         &self,
         viewer: Viewer,
         id: i64,
         action: String,
         hours: Option<i64>,
+        gpu: Option<String>,
     ) -> BoxFuture<'_, Result<(), String>>;
+    /// Stores the viewer's SSH public key; an empty key removes it.
+    fn set_ssh_key(&self, viewer: Viewer, key: String) -> BoxFuture<'_, Result<(), String>>;
     /// The audit log, newest first (the caller checked that the viewer is an admin).
     fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, String>>;
 }

@@ -111,14 +111,30 @@ pub async fn load_vm(id: i64) -> Result<Option<VmView>, ServerFnError> {
     portal.0.vm(viewer, id).await.map_err(ServerFnError::new)
 }
 
-/// Starts, stops, reboots or releases a VM (its owner or an admin); `extend` adds hours to the
-/// lease (admins).
+/// Starts, stops, reboots or releases a VM (its owner or an admin); admins also `extend` the
+/// lease by `hours`, and `attach` or `detach` the GPU at PCI address `gpu`.
 #[server(endpoint = "vms/act")]
-pub async fn act_on_vm(id: i64, action: String, hours: Option<i64>) -> Result<(), ServerFnError> {
+pub async fn act_on_vm(
+    id: i64,
+    action: String,
+    hours: Option<i64>,
+    gpu: Option<String>,
+) -> Result<(), ServerFnError> {
     let (portal, viewer) = signed_in_viewer().await?;
     portal
         .0
-        .vm_action(viewer, id, action, hours)
+        .vm_action(viewer, id, action, hours, gpu)
+        .await
+        .map_err(ServerFnError::new)
+}
+
+/// Stores the viewer's SSH public key (empty removes it).
+#[server(endpoint = "me/ssh-key")]
+pub async fn save_ssh_key(key: String) -> Result<(), ServerFnError> {
+    let (portal, viewer) = signed_in_viewer().await?;
+    portal
+        .0
+        .set_ssh_key(viewer, key)
         .await
         .map_err(ServerFnError::new)
 }

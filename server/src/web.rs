@@ -202,9 +202,25 @@ impl PortalService for UiService {
         id: i64,
         action: String,
         hours: Option<i64>,
+        gpu: Option<String>,
     ) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            self.vm_action_for(viewer, id, action, hours)
+            self.vm_action_for(viewer, id, action, hours, gpu)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn set_ssh_key(&self, viewer: Viewer, key: String) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let key = key.trim();
+            let key = (!key.is_empty()).then_some(key);
+            if let Some(key) = key {
+                crate::vms::api::check_ssh_key(key)?;
+            }
+            self.state
+                .store
+                .set_ssh_key(viewer.id, key)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -244,11 +260,24 @@ impl UiService {
         id: i64,
         action: String,
         hours: Option<i64>,
+        gpu: Option<String>,
     ) -> Result<(), crate::vms::VmError> {
         let user = user_of(viewer);
-        if action == "extend" {
-            self.state.vms.extend(&user, id, hours.unwrap_or(0)).await?;
-            return Ok(());
+        let gpu = gpu.unwrap_or_default();
+        match action.as_str() {
+            "extend" => {
+                self.state.vms.extend(&user, id, hours.unwrap_or(0)).await?;
+                return Ok(());
+            }
+            "attach" => {
+                self.state.vms.attach_gpu(&user, id, gpu.trim()).await?;
+                return Ok(());
+            }
+            "detach" => {
+                self.state.vms.detach_gpu(&user, id, gpu.trim()).await?;
+                return Ok(());
+            }
+            _ => {}
         }
         let action = crate::vms::VmAction::parse(&action)
             .ok_or_else(|| crate::vms::VmError::Invalid(format!("unknown action {action:?}")))?;

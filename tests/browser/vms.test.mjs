@@ -33,7 +33,16 @@ async function open(account, path, ready) {
 }
 
 test('a VM is requested, approved, run, reached and released', async () => {
-  const { page: ada, errors } = await open(ADA, 'requests', '.requests-page');
+  const { page: ada, errors } = await open(ADA, 'vms', '.vms-page');
+  await ada.fill('#ssh-key', 'not a key');
+  await ada.click('#save-ssh-key');
+  await ada.waitForSelector('#ssh-key-error');
+  await ada.fill('#ssh-key', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKqexample ada@laptop');
+  await ada.click('#save-ssh-key');
+  await ada.waitForSelector('#ssh-key-saved');
+
+  await ada.goto(`${portal.url}requests`);
+  await ada.waitForSelector('.requests-page[data-hydrated="true"]');
   await ada.selectOption('select[name="form[gpu_model]"]', 'H100 PCIe');
   await ada.fill('input[name="form[gpu_count]"]', '2');
   await ada.fill('input[name="form[reason]"]', 'rerun the passthrough study');
@@ -71,6 +80,15 @@ test('a VM is requested, approved, run, reached and released', async () => {
     { timeout: 15_000 },
   );
   assert.match(await ada.locator('#console-status').innerText(), /console closed/);
+
+  // The admin attaches a free GPU from the VM page, then detaches another.
+  const { page: opsVm } = await open(ADMIN, `vms/${vm}`, '.vm-page');
+  await opsVm.fill('#attach-gpu', '0000:17:00.0');
+  await opsVm.click('#vm-attach');
+  await opsVm.waitForFunction(() => document.querySelectorAll('#vm-gpus li').length === 3);
+  await opsVm.locator('#vm-gpus li', { hasText: '0000:3d:00.0' }).locator('button.detach').click();
+  await opsVm.waitForFunction(() => document.querySelectorAll('#vm-gpus li').length === 2);
+  assert.match(await opsVm.locator('#vm-gpus').innerText(), /0000:17:00\.0[\s\S]*0000:4e:00\.0/);
 
   // Bob sees nothing of it, even by address.
   const { page: bob } = await open(BOB, 'vms', '.vms-page');

@@ -7,7 +7,7 @@ use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use crate::vms::{ActOnVm, VmView, load_vm, load_vms};
+use crate::vms::{ActOnVm, SaveSshKey, VmView, load_vm, load_vms};
 
 /// How often the pages ask for the VMs' states again.
 const POLL: Duration = Duration::from_secs(2);
@@ -30,9 +30,21 @@ fn polling() -> (ReadSignal<u64>, ReadSignal<bool>) {
 pub fn VmsPage() -> impl IntoView {
     let (tick, hydrated) = polling();
     let vms = Resource::new(move || tick.get(), |_| load_vms());
+    let save_key = ServerAction::<SaveSshKey>::new();
     view! {
         <section class="vms-page" data-hydrated=move || hydrated.get().to_string()>
             <h1>"Virtual machines"</h1>
+            <ActionForm action=save_key attr:class="ssh-key" attr:id="ssh-key-form">
+                <label>
+                    "SSH public key for new VMs "
+                    <input name="key" id="ssh-key" size="60" placeholder="ssh-ed25519 AAAA… you@laptop"/>
+                </label>
+                <button type="submit" id="save-ssh-key">"Save"</button>
+                {move || save_key.value().get().map(|r| match r {
+                    Ok(()) => view! { <span class="notice" id="ssh-key-saved">"Saved."</span> }.into_any(),
+                    Err(e) => view! { <span class="error" id="ssh-key-error">{e.to_string()}</span> }.into_any(),
+                })}
+            </ActionForm>
             <Transition fallback=|| view! { <p class="notice">"Loading…"</p> }>
                 {move || Suspend::new(async move {
                     match vms.await {
@@ -164,7 +176,25 @@ fn VmDetails(vm: VmView, admin: bool, act: ServerAction<ActOnVm>) -> impl IntoVi
             <dt>"GPUs"</dt>
             <dd id="vm-gpus">
                 {format!("{} × {}", vm.gpus.len(), vm.gpu_model)}
-                <ul>{vm.gpus.iter().map(|g| view! { <li class="gpu-address">{g.clone()}</li> }).collect_view()}</ul>
+                <ul>
+                    {vm.gpus.clone().into_iter().map(|g| {
+                        let detachable = admin && vm.is_live() && vm.gpus.len() > 1;
+                        let gpu = g.clone();
+                        view! {
+                            <li class="gpu-address">
+                                {g.clone()}
+                                {detachable.then(|| view! {
+                                    <ActionForm action=act attr:class="inline">
+                                        <input type="hidden" name="id" value=id.to_string()/>
+                                        <input type="hidden" name="action" value="detach"/>
+                                        <input type="hidden" name="gpu" value=gpu.clone()/>
+                                        <button type="submit" class="link detach">"detach"</button>
+                                    </ActionForm>
+                                })}
+                            </li>
+                        }
+                    }).collect_view()}
+                </ul>
             </dd>
             <dt>"Shape"</dt><dd>{format!("{} vCPU · {} MiB · {} GiB · {} · {}", vm.vcpus, vm.memory_mib, vm.disk_gib, vm.image, vm.hypervisor)}</dd>
             <dt>"Lease ends"</dt><dd id="vm-lease">{vm.lease_expires_at.clone()}</dd>
@@ -195,6 +225,12 @@ fn VmDetails(vm: VmView, admin: bool, act: ServerAction<ActOnVm>) -> impl IntoVi
                 <input type="hidden" name="action" value="extend"/>
                 <label>"Extend lease by " <input name="hours" value="24" inputmode="numeric" size="4"/> " hours"</label>
                 <button type="submit" id="vm-extend">"Extend"</button>
+            </ActionForm>
+            <ActionForm action=act attr:class="attach">
+                <input type="hidden" name="id" value=id.to_string()/>
+                <input type="hidden" name="action" value="attach"/>
+                <label>"Attach a free GPU of this host " <input name="gpu" id="attach-gpu" placeholder="0000:4e:00.0"/></label>
+                <button type="submit" id="vm-attach">"Attach"</button>
             </ActionForm>
         })}
     }

@@ -427,21 +427,28 @@ pub(crate) async fn set_ssh_key(
 ) -> Result<StatusCode, ApiError> {
     let key = body.key.as_deref().map(str::trim);
     if let Some(key) = key {
-        let mut parts = key.split_whitespace();
-        let kind = parts.next().unwrap_or_default();
-        let blob = parts.next().unwrap_or_default();
-        let known =
-            kind.starts_with("ssh-") || kind.starts_with("ecdsa-sha2-") || kind.starts_with("sk-");
-        if !known || blob.len() < 16 || key.len() > 8192 || key.contains(['\n', '\r']) {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "key: expected one OpenSSH public key line, e.g. ssh-ed25519 AAAA... you@laptop"
-                    .into(),
-            ));
-        }
+        check_ssh_key(key).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     }
     state.store.set_ssh_key(user.id, key).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Accepts one OpenSSH public key line and nothing else.
+pub(crate) fn check_ssh_key(key: &str) -> Result<(), String> {
+    let mut parts = key.split_whitespace();
+    let kind = parts.next().unwrap_or_default();
+    let blob = parts.next().unwrap_or_default();
+    let known =
+        kind.starts_with("ssh-") || kind.starts_with("ecdsa-sha2-") || kind.starts_with("sk-");
+    let base64 = blob
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='));
+    if !known || !base64 || blob.len() < 16 || key.len() > 8192 || key.contains(['\n', '\r']) {
+        return Err(
+            "key: expected one OpenSSH public key line, e.g. ssh-ed25519 AAAA... you@laptop".into(),
+        );
+    }
+    Ok(())
 }
 
 /// cloud-init's NoCloud documents for a VM, for the guest itself (the key is the credential).
