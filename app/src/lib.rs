@@ -3,6 +3,7 @@
 //! One crate for both sides: with `ssr` the server renders pages to HTML; with `hydrate` the same
 //! components, compiled to WebAssembly, take over those pages in the browser.
 
+pub mod account;
 pub mod inventory;
 mod pages;
 pub mod requests;
@@ -48,6 +49,7 @@ pub fn App() -> impl IntoView {
                     <A href="/requests">"Requests"</A>
                     <A href="/vms">"VMs"</A>
                     <A href="/audit">"Audit"</A>
+                    <A href="/account">"Account"</A>
                 </nav>
                 <Account/>
             </header>
@@ -60,6 +62,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/vms/:id") view=pages::vms::VmPage/>
                     <Route path=path!("/vms/:id/console") view=pages::vms::ConsolePage/>
                     <Route path=path!("/audit") view=pages::audit::AuditPage/>
+                    <Route path=path!("/account") view=pages::account::AccountPage/>
                 </Routes>
             </main>
         </Router>

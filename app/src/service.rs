@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::account::TokenView;
 use crate::inventory::{InventoryView, Viewer};
 use crate::requests::{Choices, RequestForm, RequestView};
 use crate::vms::{AuditEntry, AuditFilter, VmView};
@@ -67,6 +68,12 @@ pub trait PortalService: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(), String>>;
     /// Stores the viewer's SSH public key; an empty key removes it.
     fn set_ssh_key(&self, viewer: Viewer, key: String) -> BoxFuture<'_, Result<(), String>>;
+    /// The viewer's API tokens.
+    fn tokens(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<TokenView>, String>>;
+    /// Makes an API token for the viewer; returns the secret.
+    fn create_token(&self, viewer: Viewer, name: String) -> BoxFuture<'_, Result<String, String>>;
+    /// Revokes one of the viewer's tokens.
+    fn revoke_token(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>>;
     /// The audit log, newest first (the caller checked that the viewer is an admin).
     fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, String>>;
 }

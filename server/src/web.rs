@@ -12,6 +12,7 @@ use axum::{Form, Router};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, file_and_error_handler, generate_route_list};
+use passage_app::account::TokenView;
 use passage_app::inventory::{InventoryView, Viewer};
 use passage_app::requests::{Choices, RequestForm, RequestView};
 use passage_app::service::{BoxFuture, Portal, PortalService, RequestFailure};
@@ -208,6 +209,48 @@ impl PortalService for UiService {
             self.vm_action_for(viewer, id, action, hours, gpu)
                 .await
                 .map_err(|e| e.to_string())
+        })
+    }
+
+    fn tokens(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<TokenView>, String>> {
+        Box::pin(async move {
+            let tokens = self
+                .state
+                .store
+                .tokens(viewer.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(tokens
+                .into_iter()
+                .map(|t| TokenView {
+                    id: t.id,
+                    name: t.name,
+                    created_at: crate::store::rfc3339(t.created_at),
+                    last_used_at: t.last_used_at.map(crate::store::rfc3339),
+                    revoked_at: t.revoked_at.map(crate::store::rfc3339),
+                })
+                .collect())
+        })
+    }
+
+    fn create_token(&self, viewer: Viewer, name: String) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            self.state
+                .auth
+                .create_token(&user_of(viewer), &name)
+                .await
+                .map(|(_, secret)| secret)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn revoke_token(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            match self.state.store.revoke_token(viewer.id, id).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("no token {id}")),
+                Err(e) => Err(e.to_string()),
+            }
         })
     }
 

@@ -33,7 +33,7 @@ async function open(account, path, ready) {
 }
 
 test('a VM is requested, approved, run, reached and released', async () => {
-  const { page: ada, errors } = await open(ADA, 'vms', '.vms-page');
+  const { page: ada, errors } = await open(ADA, 'account', '.account-page');
   await ada.fill('#ssh-key', 'not a key');
   await ada.click('#save-ssh-key');
   await ada.waitForSelector('#ssh-key-error');
@@ -118,5 +118,22 @@ test('a VM is requested, approved, run, reached and released', async () => {
   }
   const { page: bobAudit } = await open(BOB, 'audit', '.audit-page');
   await bobAudit.waitForSelector('.audit-page .error');
+  assert.deepEqual(errors, []);
+});
+
+test('a user makes an API token in the browser, uses it, and revokes it', async () => {
+  const { page, errors } = await open(BOB, 'account', '.account-page');
+  await page.fill('#token-name', 'nightly');
+  await page.click('#create-token');
+  const secret = (await page.locator('#new-token').innerText()).trim();
+  assert.match(secret, /^psg_[0-9a-f]{64}$/);
+  await page.waitForSelector('tr.token[data-name="nightly"] button.revoke');
+  const me = await fetch(`${portal.url}api/v1/me`, { headers: { authorization: `Bearer ${secret}` } });
+  assert.equal(me.status, 200);
+  assert.equal((await me.json()).name, 'bob');
+  await page.click('tr.token[data-name="nightly"] button.revoke');
+  await page.waitForSelector('tr.token[data-name="nightly"] .revoked');
+  const after = await fetch(`${portal.url}api/v1/me`, { headers: { authorization: `Bearer ${secret}` } });
+  assert.equal(after.status, 401);
   assert.deepEqual(errors, []);
 });

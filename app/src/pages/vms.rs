@@ -7,7 +7,7 @@ use leptos::form::ActionForm;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use crate::vms::{ActOnVm, SaveSshKey, VmView, load_vm, load_vms};
+use crate::vms::{ActOnVm, VmView, load_vm, load_vms};
 
 /// How often the pages ask for the VMs' states again.
 const POLL: Duration = Duration::from_secs(2);
@@ -30,21 +30,10 @@ fn polling() -> (ReadSignal<u64>, ReadSignal<bool>) {
 pub fn VmsPage() -> impl IntoView {
     let (tick, hydrated) = polling();
     let vms = Resource::new(move || tick.get(), |_| load_vms());
-    let save_key = ServerAction::<SaveSshKey>::new();
     view! {
         <section class="vms-page" data-hydrated=move || hydrated.get().to_string()>
             <h1>"Virtual machines"</h1>
-            <ActionForm action=save_key attr:class="ssh-key" attr:id="ssh-key-form">
-                <label>
-                    "SSH public key for new VMs "
-                    <input name="key" id="ssh-key" size="60" placeholder="ssh-ed25519 AAAA… you@laptop"/>
-                </label>
-                <button type="submit" id="save-ssh-key">"Save"</button>
-                {move || save_key.value().get().map(|r| match r {
-                    Ok(()) => view! { <span class="notice" id="ssh-key-saved">"Saved."</span> }.into_any(),
-                    Err(e) => view! { <span class="error" id="ssh-key-error">{e.to_string()}</span> }.into_any(),
-                })}
-            </ActionForm>
+            <p class="muted">"New VMs get the SSH key of your " <a href="/account">"account"</a> "."</p>
             <Transition fallback=|| view! { <p class="notice">"Loading…"</p> }>
                 {move || Suspend::new(async move {
                     match vms.await {
