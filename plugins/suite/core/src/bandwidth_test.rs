@@ -1,7 +1,7 @@
 //! `bandwidth-test`: copy bandwidth host to device, device to host and device to device
 //! (cuda-samples `bandwidthTest`): page-locked (default) or pageable host memory; quick mode (one
 //! 32,000,000-byte transfer size), range mode (start, end, increment) and shmoo mode (1 kB to
-//! 64 MB in the sample's steps); 100 copies between two events per sample; GB/s in decimal units,
+//! 68 MB in the sample's steps); 100 copies between two events per sample; GB/s in decimal units,
 //! device to device counting each byte read and written, as the sample does.
 
 use crate::params::timing;
@@ -33,12 +33,12 @@ impl Direction {
 }
 
 /// The sample's shmoo sizes: 1 kB steps to 20 kB, 2 kB to 50 kB, 10 kB to 100 kB, 100 kB to
-/// 1 MB, 1 MB to 16 MB, 2 MB to 32 MB, 4 MB to 64 MB.
+/// 1 MB, 1 MB to 16 MB, 2 MB to 32 MB, then 4 MB steps while the size is at most 64 MB (so the
+/// last is 68 MB, as in the sample's loop): 81 sizes.
 pub fn shmoo_sizes() -> Vec<u64> {
     let mut sizes = Vec::new();
-    let mut size = 1_000u64;
+    let mut size = 0u64;
     while size <= 64_000_000 {
-        sizes.push(size);
         size += match size {
             s if s < 20_000 => 1_000,
             s if s < 50_000 => 2_000,
@@ -48,6 +48,7 @@ pub fn shmoo_sizes() -> Vec<u64> {
             s if s < 32_000_000 => 2_000_000,
             _ => 4_000_000,
         };
+        sizes.push(size);
     }
     sizes
 }
@@ -258,8 +259,13 @@ mod tests {
         let s = shmoo_sizes();
         assert_eq!(s[0], 1_000);
         assert_eq!(s[1], 2_000);
-        assert_eq!(*s.last().unwrap(), 64_000_000);
-        assert!(s.contains(&20_000) && s.contains(&22_000) && s.contains(&1_100_000));
+        assert_eq!(*s.last().unwrap(), 68_000_000);
+        assert!(
+            s.contains(&20_000)
+                && s.contains(&22_000)
+                && s.contains(&900_000)
+                && s.contains(&2_000_000)
+        );
         assert_eq!(s.len(), 81);
     }
 
