@@ -64,17 +64,31 @@ impl Benchmark for AsyncApi {
         let mut gpu_times = Vec::with_capacity(repetitions);
         let mut cpu_times = Vec::with_capacity(repetitions);
         let mut counters = Vec::with_capacity(repetitions);
+        let mut call_us: [Vec<f64>; 5] = Default::default();
         for round in 0..warmup + repetitions as i64 {
             gpu.host_write(&a, 0, &zeros)?;
             gpu.fill(&d_a, 255, &stream)?;
             gpu.synchronize(&stream)?;
             let cpu_start = Instant::now();
+            let mut marks = [cpu_start; 5];
             gpu.record(&start, &stream)?;
+            marks[0] = Instant::now();
             gpu.upload(&d_a, &a, nbytes, &stream)?;
+            marks[1] = Instant::now();
             gpu.launch(&kernel, config, &args, &stream)?;
+            marks[2] = Instant::now();
             gpu.download(&a, &d_a, nbytes, &stream)?;
+            marks[3] = Instant::now();
             gpu.record(&stop, &stream)?;
-            let cpu_ms = cpu_start.elapsed().as_secs_f64() * 1e3;
+            marks[4] = Instant::now();
+            let cpu_ms = (marks[4] - cpu_start).as_secs_f64() * 1e3;
+            if round >= warmup {
+                let mut last = cpu_start;
+                for (call, mark) in call_us.iter_mut().zip(marks) {
+                    call.push((mark - last).as_secs_f64() * 1e6);
+                    last = mark;
+                }
+            }
             let mut counter = 0u64;
             while !gpu.query(&stop)? {
                 counter += 1;
@@ -98,6 +112,15 @@ impl Benchmark for AsyncApi {
             "ms",
             summarize(&cpu_times),
         );
+        let calls = ["record", "upload", "launch", "download", "record"]
+            .iter()
+            .zip(&call_us)
+            .map(|(name, us)| format!("{name} {:.1}", summarize(us).median))
+            .collect::<Vec<_>>();
+        gpu.log(&format!(
+            "CPU time per call, median, in microseconds: {}",
+            calls.join(", ")
+        ));
         report_summary(
             gpu,
             "CPU iterations while waiting for GPU",

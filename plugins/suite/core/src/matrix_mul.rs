@@ -156,8 +156,8 @@ impl Benchmark for MatrixMul {
                 .iter()
                 .filter(|&&v| {
                     let abs_err = (f64::from(v) - reference).abs();
-                    // Written so that NaN counts as wrong.
-                    !(abs_err / f64::from(v).abs() / w_a as f64 <= 1e-6)
+                    let rel_err = abs_err / f64::from(v).abs() / w_a as f64;
+                    rel_err.is_nan() || rel_err > 1e-6
                 })
                 .count();
             if wrong > 0 {
