@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds what benches/gpu.sh needs into target/gpu: release binaries of the agent, the benchmark
-# driver and the CUDA tests (stripped), and the plugins. The GPU machine needs no Rust toolchain.
+# Builds what benches/gpu.sh and benches/suite.sh need into target/gpu: release binaries of the
+# agent, the benchmark driver and the CUDA tests (stripped), the plugins, and the two scripts with
+# the suite's table maker (so that the bundle also runs on its own). The GPU machine needs no Rust
+# toolchain.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 BUNDLE="$TARGET/gpu"
-./x build >/dev/null
+./x plugins >/dev/null
 cargo build --release -p passage-agent -p passage-bench
 tests=$(cargo test --release -p passage-plugin-host --test cuda --no-run --message-format=json \
   | python3 -c 'import json,sys
@@ -18,4 +20,5 @@ cp "$TARGET/release/passage-agent" "$TARGET/release/passage-bench" "$BUNDLE/"
 cp "$tests" "$BUNDLE/cuda-tests"
 strip "$BUNDLE"/passage-agent "$BUNDLE"/passage-bench "$BUNDLE"/cuda-tests
 cp -r "$TARGET/plugins" "$BUNDLE/plugins"
+cp benches/gpu.sh benches/suite.sh benches/suite_table.py "$BUNDLE/"
 du -sh "$BUNDLE"

@@ -683,6 +683,17 @@ impl GpuBackend for CudaGpu {
         self.track(result)
     }
 
+    fn event_query(&mut self, event: Handle) -> Result<bool, GpuError> {
+        self.bind()?;
+        let event = self.event(event)?;
+        // SAFETY: a live event of this context; the query does not block.
+        match unsafe { cu::event::query(event) } {
+            Ok(()) => Ok(true),
+            Err(DriverError(sys::CUresult::CUDA_ERROR_NOT_READY)) => Ok(false),
+            Err(e) => self.track(Err(e)),
+        }
+    }
+
     fn event_elapsed_ms(&mut self, start: Handle, end: Handle) -> Result<f32, GpuError> {
         self.bind()?;
         let (start, end) = (self.event(start)?, self.event(end)?);

@@ -432,6 +432,11 @@ impl GpuBackend for FakeGpu {
         }
     }
 
+    fn event_query(&mut self, event: Handle) -> Result<bool, GpuError> {
+        // Simulated work completes when it is queued: a recorded event has always happened.
+        self.event_sync(event).map(|()| true)
+    }
+
     fn event_elapsed_ms(&mut self, start: Handle, end: Handle) -> Result<f32, GpuError> {
         let at = |gpu: &FakeGpu, event: Handle| match gpu.objects.get(&event) {
             Some(Object::Event(Some(at))) => Ok(*at),
@@ -583,5 +588,16 @@ mod tests {
         gpu.event_record(b, s).unwrap();
         gpu.event_sync(b).unwrap();
         assert!(gpu.event_elapsed_ms(a, b).unwrap() >= 2.0);
+    }
+
+    #[test]
+    fn a_recorded_event_has_happened_and_an_unrecorded_one_is_an_error() {
+        let mut gpu = FakeGpu::new(1 << 20);
+        let s = gpu.stream_create().unwrap();
+        let e = gpu.event_create().unwrap();
+        assert!(gpu.event_query(e).is_err(), "never recorded");
+        gpu.event_record(e, s).unwrap();
+        assert_eq!(gpu.event_query(e), Ok(true));
+        assert!(gpu.event_query(s).is_err(), "a stream is not an event");
     }
 }

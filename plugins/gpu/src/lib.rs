@@ -223,6 +223,8 @@ pub trait GpuBackend: Send {
     fn event_record(&mut self, event: Handle, stream: Handle) -> Result<(), GpuError>;
     /// Waits until `event` has happened.
     fn event_sync(&mut self, event: Handle) -> Result<(), GpuError>;
+    /// True when `event` has happened, false while work before it is pending; never blocks.
+    fn event_query(&mut self, event: Handle) -> Result<bool, GpuError>;
     /// Milliseconds from `start` to `end`.
     fn event_elapsed_ms(&mut self, start: Handle, end: Handle) -> Result<f32, GpuError>;
     /// Ends a run: frees everything still allocated. After a kernel fault a backend that cannot

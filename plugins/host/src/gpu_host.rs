@@ -546,6 +546,11 @@ impl gpu::HostEvent for RunState {
         Ok(self.with_gpu(|gpu| gpu.event_sync(event)))
     }
 
+    fn query(&mut self, event: Resource<EventRes>) -> WitResult<bool> {
+        let event = self.event(&event)?;
+        Ok(self.with_gpu(|gpu| gpu.event_query(event)))
+    }
+
     fn elapsed_ms(&mut self, end: Resource<EventRes>, start: Resource<EventRes>) -> WitResult<f32> {
         let end = self.event(&end)?;
         let start = self.event(&start)?;

@@ -122,3 +122,46 @@ fn plugins_on_a_real_gpu_verify_fail_cleanly_and_recover() {
     let err = result.outcome.unwrap_err().to_string();
     assert!(err.contains("new process"), "{err}");
 }
+
+#[test]
+fn an_event_query_does_not_wait_for_the_device() {
+    let mut gpu = match CudaGpu::open(0, None) {
+        Ok(gpu) => gpu,
+        Err(e) => {
+            println!("skipped: {e}");
+            return;
+        }
+    };
+    let stream = gpu.stream_create().unwrap();
+    let module = gpu
+        .compile(
+            "spin.cu",
+            "extern \"C\" __global__ void spin(long long cycles) {\n\
+             long long start = clock64(); while (clock64() - start < cycles) {} }",
+        )
+        .unwrap();
+    let (spin, _) = gpu.kernel(module, "spin").unwrap();
+    let event = gpu.event_create().unwrap();
+    let config = passage_gpu::LaunchConfig {
+        grid: (1, 1, 1),
+        block: (1, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // About 0.2 s at the H100's clock: long enough that the query comes first.
+    let cycles = i64::from(gpu.info().clock_khz) * 200;
+    gpu.launch(
+        spin,
+        &config,
+        &[passage_gpu::KernelArg::I64(cycles)],
+        stream,
+    )
+    .unwrap();
+    gpu.event_record(event, stream).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(gpu.event_query(event), Ok(false), "the kernel still spins");
+    assert!(started.elapsed() < std::time::Duration::from_millis(50));
+    gpu.event_sync(event).unwrap();
+    assert_eq!(gpu.event_query(event), Ok(true));
+    assert!(gpu.event_query(stream).is_err(), "a stream is not an event");
+    gpu.end_run();
+}

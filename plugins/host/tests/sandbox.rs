@@ -109,8 +109,13 @@ fn the_example_plugin_runs_on_the_simulated_gpu() {
     assert_eq!(metric("elements"), Some(4096.0));
     assert!(metric("kernel time").unwrap() >= 0.0);
     let launches = launches.lock().unwrap();
-    assert_eq!(launches.len(), 3 + 5, "warm-up and timed launches");
+    assert_eq!(
+        launches.len(),
+        3 + 2 * 5,
+        "warm-up launches, then each timed launch behind the timing gate"
+    );
     assert_eq!(launches[0].kernel, "vector_add");
+    assert_eq!(launches[3].kernel, "passage_gate");
     assert_eq!(launches[0].config.grid, (16, 1, 1));
 }
 

@@ -3,10 +3,16 @@
 //! - `launch-native`: the `launch-rate` plugin's loop written directly against cudarc.
 //! - `instantiate`: loading a compiled plugin from the on-disk cache, and a whole trivial run
 //!   (new store, instantiation, call, cleanup) on the simulated GPU.
+//! - `suite-native`: one of the study's benchmarks (`plugins/suite`) as native Rust, the baseline
+//!   of the plugin of the same name.
+//! - `study`: the study's runs (`passage_suite::study::STUDY`), one per line, for scripts.
 //!
 //! Every command prints one JSON object; `benches/gpu.sh` runs them all on a GPU machine.
 
+mod suite;
+
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -41,16 +47,37 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         samples: usize,
     },
+    /// One of the study's benchmarks as native Rust on cudarc (the plugins' baseline).
+    SuiteNative {
+        /// The plugin's name, e.g. `matrix-mul`.
+        name: String,
+        /// A parameter, NAME=VALUE, as `passage-agent run --param` takes it.
+        #[arg(short, long = "param")]
+        params: Vec<String>,
+    },
+    /// The study's runs, one per line: label, plugin and parameters, separated by tabs.
+    Study,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::LaunchNative {
             launches,
             repetitions,
-        } => launch_native(launches, repetitions),
-        Command::Instantiate { plugin, samples } => instantiate(&plugin, samples),
+        } => launch_native(launches, repetitions)?,
+        Command::Instantiate { plugin, samples } => instantiate(&plugin, samples)?,
+        Command::Study => {
+            for run in passage_suite::study::STUDY {
+                println!("{}\t{}\t{}", run.label, run.plugin, run.params.join(" "));
+            }
+        }
+        Command::SuiteNative { name, params } => {
+            if !suite::suite_native(&name, &params)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn summary(samples: &mut [f64]) -> serde_json::Value {
