@@ -87,6 +87,8 @@ pub struct GpuView {
     pub driver: Option<String>,
     /// The IOMMU group and all of its members.
     pub iommu_group: Option<IommuGroupView>,
+    /// The root port above it: GPUs that share one are behind the same PCIe switch.
+    pub pcie_root: Option<String>,
     /// Every function a VM receives with this GPU (the GPU first).
     pub passthrough_functions: Vec<String>,
     /// Whether it can be given to a VM now.

@@ -47,14 +47,16 @@ pub enum PlaceError {
 }
 
 /// Picks `count` GPUs on one host: one NUMA node if possible (the fullest one that fits), else
-/// the host with the fewest free GPUs that still fits.
+/// the host with the fewest free GPUs that still fits. Within that, GPUs behind one PCIe switch
+/// (the same root port) go together, again the fullest switch that fits; a single GPU comes
+/// from the least shared place, which keeps switch pairs whole for the requests that want them.
 pub fn choose(free: &[FreeGpu], count: usize) -> Option<Vec<&FreeGpu>> {
     fn best(groups: Vec<Vec<&FreeGpu>>, count: usize) -> Option<Vec<&FreeGpu>> {
         groups
             .into_iter()
             .filter(|g| g.len() >= count)
             .min_by_key(|g| g.len())
-            .map(|g| g[..count].to_vec())
+            .map(|g| closest(g, count))
     }
     if count == 0 {
         return None;
@@ -99,6 +101,30 @@ fn runs(driver: Option<&str>, hypervisor: &str) -> bool {
         Some("Xen") => hypervisor == "xen",
         Some(_) => false,
     }
+}
+
+/// `count` GPUs out of `group` (which has enough), keeping those behind one switch together.
+fn closest(group: Vec<&FreeGpu>, count: usize) -> Vec<&FreeGpu> {
+    let mut by_root: BTreeMap<(Option<&str>, &str), Vec<&FreeGpu>> = BTreeMap::new();
+    for gpu in group {
+        // A GPU whose root port is unknown shares it with nobody.
+        let key = match &gpu.pcie_root {
+            Some(root) => (Some(root.as_str()), ""),
+            None => (None, gpu.address.as_str()),
+        };
+        by_root.entry(key).or_default().push(gpu);
+    }
+    let mut switches: Vec<Vec<&FreeGpu>> = by_root.into_values().collect();
+    if let Some(fit) = switches
+        .iter()
+        .filter(|s| s.len() >= count)
+        .min_by_key(|s| s.len())
+    {
+        return fit[..count].to_vec();
+    }
+    // No switch holds them all: the fullest switches first.
+    switches.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    switches.into_iter().flatten().take(count).collect()
 }
 
 /// Places a request: claims its GPUs, or marks it waiting with the reason.
@@ -214,8 +240,27 @@ mod tests {
             host: host.into(),
             address: address.into(),
             numa_node: numa,
+            pcie_root: None,
             functions: vec![address.into()],
         }
+    }
+
+    fn behind(mut gpu: FreeGpu, root: &str) -> FreeGpu {
+        gpu.pcie_root = Some(root.into());
+        gpu
+    }
+
+    #[test]
+    fn gpus_behind_one_switch_go_together_and_single_gpus_leave_switches_whole() {
+        let free = vec![
+            gpu("a", "17", Some(0)),
+            gpu("a", "2a", Some(0)),
+            behind(gpu("a", "3d", Some(0)), "3a"),
+            behind(gpu("a", "4e", Some(0)), "3a"),
+        ];
+        assert_eq!(addresses(choose(&free, 2)), vec!["a/3d", "a/4e"]);
+        assert_eq!(addresses(choose(&free, 1)), vec!["a/17"]);
+        assert_eq!(addresses(choose(&free, 3)), vec!["a/3d", "a/4e", "a/17"]);
     }
 
     fn addresses(picked: Option<Vec<&FreeGpu>>) -> Vec<String> {

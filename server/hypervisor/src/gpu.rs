@@ -107,6 +107,9 @@ pub struct Gpu {
     pub driver: Option<String>,
     /// Its IOMMU group with every member, when the host has an IOMMU enabled.
     pub iommu_group: Option<IommuGroup>,
+    /// The top-most PCI bridge above the GPU (its root port). GPUs that share one sit behind
+    /// the same PCIe switch, the closest a pair can be short of NVLink.
+    pub pcie_root: Option<PciAddress>,
 }
 
 impl Gpu {
@@ -138,6 +141,22 @@ impl Gpu {
 pub fn classify(devices: &[PciDevice]) -> Vec<Gpu> {
     let by_address: HashMap<PciAddress, &PciDevice> =
         devices.iter().map(|d| (d.address, d)).collect();
+    let by_name: HashMap<&str, &PciDevice> = devices.iter().map(|d| (d.name.as_str(), d)).collect();
+    // Walks up the parents while they are PCI bridges; the last one is the root port.
+    let pcie_root = |device: &PciDevice| {
+        let mut root = None;
+        let mut next = device.parent.as_deref();
+        for _ in 0..32 {
+            match next.and_then(|name| by_name.get(name)) {
+                Some(bridge) if bridge.is_bridge() => {
+                    root = Some(bridge.address);
+                    next = bridge.parent.as_deref();
+                }
+                _ => break,
+            }
+        }
+        root
+    };
     let mut gpus: Vec<Gpu> = devices
         .iter()
         .filter(|d| is_nvidia_gpu(d))
@@ -157,6 +176,7 @@ pub fn classify(devices: &[PciDevice]) -> Vec<Gpu> {
             link_max: device.link_max.clone(),
             link_current: device.link_current.clone(),
             driver: device.driver.clone(),
+            pcie_root: pcie_root(device),
             iommu_group: device.iommu_group.as_ref().map(|(number, addresses)| {
                 let mut members: Vec<IommuMember> = addresses
                     .iter()
@@ -235,6 +255,7 @@ mod tests {
             link_max: None,
             link_current: None,
             driver: None,
+            parent: Some("computer".into()),
         }
     }
 

@@ -136,6 +136,8 @@ pub struct PciDevice {
     pub link_current: Option<PcieLink>,
     /// The host driver bound to it now (`nvidia`, `vfio-pci`, ...), when known.
     pub driver: Option<String>,
+    /// The node device this one hangs off (a bridge, or `computer` at the top).
+    pub parent: Option<String>,
 }
 
 impl PciDevice {
@@ -269,6 +271,7 @@ impl PciDevice {
             link_max: link("cap"),
             link_current: link("sta"),
             driver: device.driver.and_then(|d| d.name).filter(|n| !n.is_empty()),
+            parent: device.parent.filter(|p| !p.is_empty()),
             name: device.name,
         }))
     }
@@ -316,6 +319,7 @@ mod xml {
     #[derive(Deserialize)]
     pub struct Device {
         pub name: String,
+        pub parent: Option<String>,
         pub driver: Option<Driver>,
         #[serde(default)]
         pub capability: Vec<Capability>,

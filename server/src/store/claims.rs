@@ -40,6 +40,8 @@ pub struct FreeGpu {
     pub address: String,
     /// Its NUMA node, when known.
     pub numa_node: Option<i64>,
+    /// Its root port: GPUs that share one are behind the same PCIe switch.
+    pub pcie_root: Option<String>,
     /// Every function the VM receives with it (its IOMMU group without bridges).
     pub functions: Vec<String>,
 }
@@ -108,7 +110,7 @@ impl Store {
     /// their functions.
     pub async fn free_gpus(&self, model: &str) -> Result<Vec<FreeGpu>, StoreError> {
         let rows = sqlx::query(
-            "SELECT g.id, g.host, g.address, g.numa_node FROM gpus g
+            "SELECT g.id, g.host, g.address, g.numa_node, g.pcie_root FROM gpus g
              JOIN hosts h ON h.name = g.host
              WHERE g.model = $1 AND g.present = $2 AND g.unassignable_reason IS NULL
                AND h.configured = $2 AND h.state = 'reachable'
@@ -154,6 +156,7 @@ impl Store {
                 host: row.try_get("host")?,
                 address,
                 numa_node: row.try_get("numa_node")?,
+                pcie_root: row.try_get("pcie_root")?,
                 functions,
             });
         }

@@ -192,9 +192,9 @@ impl Store {
                 "INSERT INTO gpus (host, address, node_device, vendor_id, vendor_name, product_id,
                      product_name, model, class_code, numa_node, link_speed_gts, link_width,
                      link_max_speed_gts, link_max_width, driver, iommu_group, present,
-                     unassignable_reason, first_seen_at, last_seen_at)
+                     unassignable_reason, first_seen_at, last_seen_at, pcie_root)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19, $19)
+                     $18, $19, $19, $20)
                  ON CONFLICT (host, address) DO UPDATE SET
                      node_device = excluded.node_device, vendor_id = excluded.vendor_id,
                      vendor_name = excluded.vendor_name, product_id = excluded.product_id,
@@ -205,7 +205,7 @@ impl Store {
                      link_max_width = excluded.link_max_width, driver = excluded.driver,
                      iommu_group = excluded.iommu_group, present = excluded.present,
                      unassignable_reason = excluded.unassignable_reason,
-                     last_seen_at = excluded.last_seen_at
+                     last_seen_at = excluded.last_seen_at, pcie_root = excluded.pcie_root
                  RETURNING id",
             )
             .bind(host)
@@ -227,6 +227,7 @@ impl Store {
             .bind(true)
             .bind(unassignable)
             .bind(now)
+            .bind(gpu.pcie_root.map(|a| a.to_string()))
             .fetch_one(&mut *tx)
             .await?;
             let gpu_id: i64 = row.try_get("id")?;
@@ -295,7 +296,7 @@ impl Store {
                  g.product_id, g.product_name, g.model, g.class_code, g.numa_node,
                  g.link_speed_gts, g.link_width, g.link_max_speed_gts, g.link_max_width,
                  g.driver, g.iommu_group, g.present, g.unassignable_reason, g.last_seen_at,
-                 h.state AS host_state, c.request_id AS claimed_by
+                 g.pcie_root, h.state AS host_state, c.request_id AS claimed_by
              FROM gpus g JOIN hosts h ON h.name = g.host
              LEFT JOIN gpu_claims c ON c.host = g.host AND c.address = g.address
              WHERE h.configured = $1
@@ -432,6 +433,7 @@ fn gpu_view(row: &AnyRow, members: Vec<IommuMemberView>) -> Result<GpuView, Stor
         link,
         driver: row.try_get("driver")?,
         iommu_group: iommu_group.map(|number| IommuGroupView { number, members }),
+        pcie_root: row.try_get("pcie_root")?,
         passthrough_functions,
         state,
         state_reason,
