@@ -18,26 +18,17 @@ pub struct TokenView {
     pub revoked_at: Option<String>,
 }
 
-#[cfg(feature = "ssr")]
-async fn signed_in_viewer()
--> Result<(crate::service::Portal, crate::inventory::Viewer), ServerFnError> {
-    match crate::inventory::signed_in().await? {
-        (portal, Some(viewer)) => Ok((portal, viewer)),
-        (_, None) => Err(ServerFnError::new("sign in first")),
-    }
-}
-
 /// The viewer's API tokens.
 #[server(endpoint = "account/tokens")]
 pub async fn load_tokens() -> Result<Vec<TokenView>, ServerFnError> {
-    let (portal, viewer) = signed_in_viewer().await?;
+    let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
     portal.0.tokens(viewer).await.map_err(ServerFnError::new)
 }
 
 /// Makes an API token for the viewer; returns the secret, shown this once.
 #[server(endpoint = "account/tokens/create")]
 pub async fn create_token(name: String) -> Result<String, ServerFnError> {
-    let (portal, viewer) = signed_in_viewer().await?;
+    let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
     portal
         .0
         .create_token(viewer, name)
@@ -48,7 +39,7 @@ pub async fn create_token(name: String) -> Result<String, ServerFnError> {
 /// Revokes one of the viewer's API tokens.
 #[server(endpoint = "account/tokens/revoke")]
 pub async fn revoke_token(id: i64) -> Result<(), ServerFnError> {
-    let (portal, viewer) = signed_in_viewer().await?;
+    let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
     portal
         .0
         .revoke_token(viewer, id)

@@ -210,6 +210,15 @@ pub(crate) async fn signed_in() -> Result<(crate::service::Portal, Option<Viewer
     Ok((service, viewer))
 }
 
+/// The service and the signed-in user, or an error for nobody signed in.
+#[cfg(feature = "ssr")]
+pub(crate) async fn signed_in_viewer() -> Result<(crate::service::Portal, Viewer), ServerFnError> {
+    match signed_in().await? {
+        (portal, Some(viewer)) => Ok((portal, viewer)),
+        (_, None) => Err(ServerFnError::new("sign in first")),
+    }
+}
+
 /// Who is signed in, if anyone.
 #[server]
 pub async fn current_viewer() -> Result<Option<Viewer>, ServerFnError> {

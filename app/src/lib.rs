@@ -6,6 +6,7 @@
 pub mod account;
 pub mod inventory;
 mod pages;
+pub mod plugins;
 pub mod requests;
 #[cfg(feature = "ssr")]
 pub mod service;
@@ -48,6 +49,9 @@ pub fn App() -> impl IntoView {
                     <A href="/">"Hosts & GPUs"</A>
                     <A href="/requests">"Requests"</A>
                     <A href="/vms">"VMs"</A>
+                    <A href="/plugins">"Plugins"</A>
+                    <A href="/jobs">"Jobs"</A>
+                    <A href="/agents">"Agents"</A>
                     <A href="/audit">"Audit"</A>
                     <A href="/account">"Account"</A>
                 </nav>
@@ -61,6 +65,11 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/vms") view=pages::vms::VmsPage/>
                     <Route path=path!("/vms/:id") view=pages::vms::VmPage/>
                     <Route path=path!("/vms/:id/console") view=pages::vms::ConsolePage/>
+                    <Route path=path!("/plugins") view=pages::plugins::PluginsPage/>
+                    <Route path=path!("/plugins/:id") view=pages::plugins::PluginPage/>
+                    <Route path=path!("/jobs") view=pages::jobs::JobsPage/>
+                    <Route path=path!("/jobs/:id") view=pages::jobs::JobPage/>
+                    <Route path=path!("/agents") view=pages::agents::AgentsPage/>
                     <Route path=path!("/audit") view=pages::audit::AuditPage/>
                     <Route path=path!("/account") view=pages::account::AccountPage/>
                 </Routes>

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::account::TokenView;
 use crate::inventory::{InventoryView, Viewer};
+use crate::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
 use crate::requests::{Choices, RequestForm, RequestView};
 use crate::vms::{AuditEntry, AuditFilter, VmView};
 
@@ -76,6 +77,35 @@ pub trait PortalService: Send + Sync + 'static {
     fn revoke_token(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>>;
     /// The audit log, newest first (the caller checked that the viewer is an admin).
     fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, String>>;
+    /// Every registered plugin version.
+    fn plugins(&self) -> BoxFuture<'_, Result<Vec<PluginView>, String>>;
+    /// One plugin version.
+    fn plugin(&self, id: i64) -> BoxFuture<'_, Result<Option<PluginView>, String>>;
+    /// The agents `viewer` may run plugins on (admins: every agent).
+    fn agents(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<AgentView>, String>>;
+    /// Registers a native host (admins); returns its agent token.
+    fn add_native_host(
+        &self,
+        viewer: Viewer,
+        name: String,
+    ) -> BoxFuture<'_, Result<String, String>>;
+    /// Revokes an agent's token (admins).
+    fn revoke_agent(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>>;
+    /// Queues a plugin run; returns the jobs' ids.
+    fn queue_job(&self, viewer: Viewer, order: JobOrder)
+    -> BoxFuture<'_, Result<Vec<i64>, String>>;
+    /// Queues the study's suite on an agent; returns the batch.
+    fn queue_suite(&self, viewer: Viewer, agent: i64) -> BoxFuture<'_, Result<String, String>>;
+    /// The jobs `viewer` may see, newest first.
+    fn jobs(
+        &self,
+        viewer: Viewer,
+        filter: JobFilter,
+    ) -> BoxFuture<'_, Result<Vec<JobView>, String>>;
+    /// One job, if `viewer` may see it.
+    fn job(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<JobView>, String>>;
+    /// Cancels a job.
+    fn cancel_job(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>>;
 }
 
 /// The handle placed in context.

@@ -88,26 +88,17 @@ pub struct AuditFilter {
     pub subject: Option<String>,
 }
 
-#[cfg(feature = "ssr")]
-async fn signed_in_viewer()
--> Result<(crate::service::Portal, crate::inventory::Viewer), ServerFnError> {
-    match crate::inventory::signed_in().await? {
-        (portal, Some(viewer)) => Ok((portal, viewer)),
-        (_, None) => Err(ServerFnError::new("sign in first")),
-    }
-}
-
 /// The viewer's VMs (admins: everyone's), newest first.
 #[server(endpoint = "vms/list")]
 pub async fn load_vms() -> Result<Vec<VmView>, ServerFnError> {
-    let (portal, viewer) = signed_in_viewer().await?;
+    let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
     portal.0.vms(viewer).await.map_err(ServerFnError::new)
 }
 
 /// One VM, if the viewer may see it.
 #[server(endpoint = "vms/show")]
 pub async fn load_vm(id: i64) -> Result<Option<VmView>, ServerFnError> {
-    let (portal, viewer) = signed_in_viewer().await?;
+    let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
     portal.0.vm(viewer, id).await.map_err(ServerFnError::new)
 }
 
@@ -120,7 +111,7 @@ pub async fn act_on_vm(
     hours: Option<i64>,
     gpu: Option<String>,
 ) -> Result<(), ServerFnError> {
-    let (portal, viewer) = signed_in_viewer().await?;
+    let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
     portal
         .0
         .vm_action(viewer, id, action, hours, gpu)
@@ -131,7 +122,7 @@ pub async fn act_on_vm(
 /// Stores the viewer's SSH public key (empty removes it).
 #[server(endpoint = "me/ssh-key")]
 pub async fn save_ssh_key(key: String) -> Result<(), ServerFnError> {
-    let (portal, viewer) = signed_in_viewer().await?;
+    let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
     portal
         .0
         .set_ssh_key(viewer, key)
@@ -142,7 +133,7 @@ pub async fn save_ssh_key(key: String) -> Result<(), ServerFnError> {
 /// The audit log, newest first (admins).
 #[server(endpoint = "audit/list")]
 pub async fn load_audit(filter: AuditFilter) -> Result<Vec<AuditEntry>, ServerFnError> {
-    let (portal, viewer) = signed_in_viewer().await?;
+    let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
     if !viewer.is_admin {
         return Err(ServerFnError::new("only admins read the audit log"));
     }

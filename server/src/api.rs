@@ -58,7 +58,15 @@ pub fn routes() -> Router<AppState> {
         crate::vms::api::start, crate::vms::api::stop, crate::vms::api::reboot,
         crate::vms::api::extend, crate::vms::api::attach_gpu, crate::vms::api::detach_gpu,
         crate::vms::api::console, crate::vms::api::domain_xml, crate::vms::api::audit, crate::vms::api::register_image,
-        crate::vms::api::show_quota, crate::vms::api::set_quota, crate::vms::api::set_ssh_key
+        crate::vms::api::show_quota, crate::vms::api::set_quota, crate::vms::api::set_ssh_key,
+        crate::jobs::api::list_plugins, crate::jobs::api::upload_plugin,
+        crate::jobs::api::show_plugin, crate::jobs::api::plugin_component,
+        crate::jobs::api::list_agents, crate::jobs::api::add_agent, crate::jobs::api::revoke_agent,
+        crate::jobs::api::queue_suite, crate::jobs::api::list_jobs, crate::jobs::api::queue_job,
+        crate::jobs::api::show_job, crate::jobs::api::cancel_job,
+        crate::jobs::agent_api::register, crate::jobs::agent_api::poll,
+        crate::jobs::agent_api::component, crate::jobs::agent_api::progress,
+        crate::jobs::agent_api::result
     ),
     components(schemas(
         HostView, HostState, GpuView, GpuState, LinkView, IommuGroupView, IommuMemberView,
@@ -67,7 +75,17 @@ pub fn routes() -> Router<AppState> {
         crate::requests::Denial, crate::scheduler::Choice, passage_app::vms::VmView,
         passage_app::vms::AuditEntry, crate::vms::api::Extension, crate::vms::api::GpuChoice,
         crate::vms::api::HotplugOutcome, crate::vms::api::NewImage, crate::store::QuotaOverride,
-        crate::vms::api::SshKey
+        crate::vms::api::SshKey, passage_app::plugins::PluginView, passage_app::plugins::ParamView,
+        passage_app::plugins::AgentView, passage_app::plugins::DeviceView,
+        passage_app::plugins::JobView, passage_app::plugins::JobResult,
+        passage_app::plugins::MetricView, passage_app::plugins::MetricSummary,
+        passage_app::plugins::LogLine, passage_app::plugins::JobOrder,
+        crate::jobs::api::Uploaded, crate::jobs::api::NewNativeHost,
+        crate::jobs::api::NativeHostToken, crate::jobs::api::Queued, crate::jobs::api::QueuedBatch,
+        crate::jobs::agent_api::Registration, crate::jobs::agent_api::Registered,
+        crate::jobs::agent_api::Poll, crate::jobs::agent_api::PollAnswer,
+        crate::jobs::agent_api::JobOrderForAgent, crate::jobs::agent_api::Progress,
+        crate::jobs::agent_api::JobState, crate::jobs::agent_api::Outcome
     )),
     modifiers(&SecuritySchemes),
     security(("bearer" = []), ("session" = []))
@@ -82,6 +100,15 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "agent",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("an agent token, psa_…: one per VM or native host"))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "session",

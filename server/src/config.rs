@@ -73,6 +73,76 @@ struct ConfigFile {
     auto_approve: Option<AutoApprove>,
     hosts: Option<Vec<HostConfig>>,
     vms: Option<VmSettings>,
+    plugins: Option<PluginsFile>,
+    agents: Option<AgentSettings>,
+    jobs: Option<JobLimits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginsFile {
+    dir: Option<PathBuf>,
+    max_upload_mib: Option<u64>,
+}
+
+/// The plugin registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginSettings {
+    /// Where the shipped plugins are (`<name>.wasm`), registered at start-up. Default: the
+    /// `plugins` directory beside the server binary's directory (`target/plugins` in a build).
+    pub dir: Option<PathBuf>,
+    /// The largest component an admin may upload, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            dir: None,
+            max_upload_bytes: 32 << 20,
+        }
+    }
+}
+
+/// How agents keep in touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// How often an agent reports that it lives (and asks for work when idle).
+    pub heartbeat_secs: u64,
+    /// An agent silent this long is offline, and the jobs it was running fail.
+    pub offline_after_secs: u64,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings {
+            heartbeat_secs: 5,
+            offline_after_secs: 60,
+        }
+    }
+}
+
+/// What one job may use; the agent's sandbox enforces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobLimits {
+    /// Wall-clock time of one run.
+    pub time_limit_secs: u64,
+    /// Device memory the plugin may hold at once, in MiB.
+    pub gpu_memory_mib: u64,
+    /// The plugin's own (WebAssembly) memory, in MiB.
+    pub wasm_memory_mib: u64,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        JobLimits {
+            time_limit_secs: 900,
+            gpu_memory_mib: 64 << 10,
+            wasm_memory_mib: 512,
+        }
+    }
 }
 
 /// How VMs are made and kept.
@@ -204,6 +274,12 @@ pub struct Config {
     pub hosts: Vec<HostConfig>,
     /// How VMs are made and kept.
     pub vms: VmSettings,
+    /// The plugin registry.
+    pub plugins: PluginSettings,
+    /// How agents keep in touch.
+    pub agents: AgentSettings,
+    /// What one job may use.
+    pub jobs: JobLimits,
 }
 
 impl Config {
@@ -264,6 +340,17 @@ impl Config {
                 }
             };
         let inventory = file.inventory.unwrap_or_default();
+        let plugins_file = file.plugins.unwrap_or_default();
+        let plugins = PluginSettings {
+            dir: var("PASSAGE_PLUGIN_DIR")
+                .map(PathBuf::from)
+                .or(plugins_file.dir)
+                .or_else(default_plugin_dir),
+            max_upload_bytes: plugins_file
+                .max_upload_mib
+                .map(|mib| mib << 20)
+                .unwrap_or(PluginSettings::default().max_upload_bytes),
+        };
         let config = Config {
             listen,
             database_url,
@@ -290,6 +377,9 @@ impl Config {
                 .hosts
                 .unwrap_or_else(|| vec![HostConfig::new(SIMULATED_HOST_NAME, SIMULATED_HOST_URI)]),
             vms: file.vms.unwrap_or_default(),
+            plugins,
+            agents: file.agents.unwrap_or_default(),
+            jobs: file.jobs.unwrap_or_default(),
             data_dir,
         };
         for (name, _) in env {
@@ -366,6 +456,32 @@ impl Config {
                 return Err(invalid(key, "must be at least 1 second".into()));
             }
         }
+        if self.plugins.max_upload_bytes == 0 {
+            return Err(invalid(
+                "plugins.max_upload_mib",
+                "must be at least 1".into(),
+            ));
+        }
+        for (key, value) in [
+            ("agents.heartbeat_secs", self.agents.heartbeat_secs),
+            ("agents.offline_after_secs", self.agents.offline_after_secs),
+            ("jobs.time_limit_secs", self.jobs.time_limit_secs),
+            ("jobs.gpu_memory_mib", self.jobs.gpu_memory_mib),
+            ("jobs.wasm_memory_mib", self.jobs.wasm_memory_mib),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if self.agents.offline_after_secs < 2 * self.agents.heartbeat_secs {
+            return Err(invalid(
+                "agents.offline_after_secs",
+                format!(
+                    "must be at least twice agents.heartbeat_secs ({} s)",
+                    self.agents.heartbeat_secs
+                ),
+            ));
+        }
         for (i, host) in self.hosts.iter().enumerate() {
             let name_ok = !host.name.is_empty()
                 && host.name.len() <= 64
@@ -438,7 +554,16 @@ const KNOWN_VARIABLES: &[&str] = &[
     "PASSAGE_LOG",
     "PASSAGE_INVENTORY_REFRESH_SECS",
     "PASSAGE_LIBVIRT_CALL_TIMEOUT_SECS",
+    "PASSAGE_PLUGIN_DIR",
 ];
+
+/// `plugins` beside the directory of the server binary, when it exists: `target/plugins` for
+/// `target/debug/passage`, `/usr/lib/passage/plugins` for `/usr/lib/passage/bin/passage`.
+fn default_plugin_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?.join("plugins");
+    dir.is_dir().then_some(dir)
+}
 
 fn parse_file(path: &Path, text: &str) -> Result<ConfigFile, ConfigError> {
     toml::from_str(text).map_err(|e| {

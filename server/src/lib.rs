@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod inventory;
+pub mod jobs;
 pub mod requests;
 pub mod scheduler;
 pub mod store;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub policy: requests::Policy,
     /// VMs: provisioning, lifecycle, console.
     pub vms: vms::VmService,
+    /// Plugins, agents and jobs.
+    pub jobs: jobs::JobService,
 }
 
 impl axum::extract::FromRef<AppState> for auth::Auth {
@@ -163,6 +166,13 @@ impl Portal {
             config.public_url(),
         );
         let inventory = Inventory::new(store.clone(), hosts);
+        let jobs = jobs::JobService::new(
+            store.clone(),
+            config.agents,
+            config.jobs,
+            config.plugins.clone(),
+        );
+        jobs.register_shipped().await?;
         if store.count_users().await? == 0 {
             tracing::warn!(
                 "no accounts yet: create the first admin with `passage user add NAME --admin` \
@@ -186,6 +196,7 @@ impl Portal {
                 auto_approve: config.auto_approve,
             },
             vms: vms.clone(),
+            jobs: jobs.clone(),
         };
         let router = web::router(state);
 
@@ -193,6 +204,7 @@ impl Portal {
         // The first inventory runs in the background so that the portal answers at once.
         let refreshers = inventory.spawn_refresh_loops(config.inventory_refresh, shutdown.clone());
         let vm_tasks = vms.spawn_tasks(shutdown.clone());
+        let job_sweep = jobs.spawn_sweep(shutdown.clone());
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             axum::serve(
@@ -204,6 +216,7 @@ impl Portal {
             .context("the HTTP server failed")?;
             refreshers.join_all().await;
             vm_tasks.join_all().await;
+            let _ = job_sweep.await;
             inventory.disconnect().await;
             store.close().await;
             Ok(())

@@ -14,6 +14,7 @@ use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, file_and_error_handler, generate_route_list};
 use passage_app::account::TokenView;
 use passage_app::inventory::{InventoryView, Viewer};
+use passage_app::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
 use passage_app::requests::{Choices, RequestForm, RequestView};
 use passage_app::service::{BoxFuture, Portal, PortalService, RequestFailure};
 use passage_app::vms::{AuditEntry, AuditFilter, VmView};
@@ -58,6 +59,8 @@ pub fn router(state: AppState) -> Router {
     let options = state.leptos_options.clone();
     Router::new()
         .merge(crate::api::routes())
+        .merge(crate::jobs::api::routes(state.jobs.max_upload_bytes()))
+        .merge(crate::jobs::agent_api::routes())
         .route("/login", post(login_form))
         .route("/logout", post(logout_form))
         .leptos_routes_with_context(
@@ -274,6 +277,113 @@ impl PortalService for UiService {
             self.state
                 .store
                 .audit_entries(&filter, 500)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn plugins(&self) -> BoxFuture<'_, Result<Vec<PluginView>, String>> {
+        Box::pin(async move { self.state.jobs.plugins().await.map_err(|e| e.to_string()) })
+    }
+
+    fn plugin(&self, id: i64) -> BoxFuture<'_, Result<Option<PluginView>, String>> {
+        Box::pin(async move {
+            match self.state.jobs.plugin(id).await {
+                Ok(plugin) => Ok(Some(plugin)),
+                Err(crate::jobs::JobError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn agents(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<AgentView>, String>> {
+        Box::pin(async move {
+            self.state
+                .jobs
+                .agents(&user_of(viewer))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn add_native_host(
+        &self,
+        viewer: Viewer,
+        name: String,
+    ) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            self.state
+                .jobs
+                .add_native_host(&user_of(viewer), &name)
+                .await
+                .map(|(_, token)| token)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn revoke_agent(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.state
+                .jobs
+                .revoke_agent(&user_of(viewer), id)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn queue_job(
+        &self,
+        viewer: Viewer,
+        order: JobOrder,
+    ) -> BoxFuture<'_, Result<Vec<i64>, String>> {
+        Box::pin(async move {
+            self.state
+                .jobs
+                .queue(&user_of(viewer), &order)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn queue_suite(&self, viewer: Viewer, agent: i64) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            self.state
+                .jobs
+                .queue_suite(&user_of(viewer), agent)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn jobs(
+        &self,
+        viewer: Viewer,
+        filter: JobFilter,
+    ) -> BoxFuture<'_, Result<Vec<JobView>, String>> {
+        Box::pin(async move {
+            self.state
+                .jobs
+                .jobs(&user_of(viewer), &filter)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn job(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<JobView>, String>> {
+        Box::pin(async move {
+            match self.state.jobs.job(&user_of(viewer), id).await {
+                Ok(job) => Ok(Some(job)),
+                Err(crate::jobs::JobError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+
+    fn cancel_job(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.state
+                .jobs
+                .cancel(&user_of(viewer), id)
                 .await
                 .map_err(|e| e.to_string())
         })

@@ -19,15 +19,7 @@ pub fn RequestsPage() -> impl IntoView {
     let file = ServerAction::<FileRequest>::new();
     let approve = ServerAction::<ApproveRequest>::new();
     let deny = ServerAction::<DenyRequest>::new();
-    let (tick, set_tick) = signal(0u64);
-    let (hydrated, set_hydrated) = signal(false);
-    // Effects run only in the browser: poll there, and mark the page interactive.
-    Effect::new(move |_| {
-        set_hydrated.set(true);
-        if let Ok(handle) = set_interval_with_handle(move || set_tick.update(|t| *t += 1), POLL) {
-            on_cleanup(move || handle.clear());
-        }
-    });
+    let (tick, hydrated) = super::polling(POLL);
     let data = Resource::new(
         move || {
             (

@@ -12,23 +12,10 @@ use crate::vms::{ActOnVm, VmView, load_vm, load_vms};
 /// How often the pages ask for the VMs' states again.
 const POLL: Duration = Duration::from_secs(2);
 
-/// A signal that ticks every [`POLL`] in the browser, and whether the page is hydrated.
-fn polling() -> (ReadSignal<u64>, ReadSignal<bool>) {
-    let (tick, set_tick) = signal(0u64);
-    let (hydrated, set_hydrated) = signal(false);
-    Effect::new(move |_| {
-        set_hydrated.set(true);
-        if let Ok(handle) = set_interval_with_handle(move || set_tick.update(|t| *t += 1), POLL) {
-            on_cleanup(move || handle.clear());
-        }
-    });
-    (tick, hydrated)
-}
-
 /// The list of VMs.
 #[component]
 pub fn VmsPage() -> impl IntoView {
-    let (tick, hydrated) = polling();
+    let (tick, hydrated) = super::polling(POLL);
     let vms = Resource::new(move || tick.get(), |_| load_vms());
     view! {
         <section class="vms-page" data-hydrated=move || hydrated.get().to_string()>
@@ -106,7 +93,7 @@ fn vm_id() -> Memo<Option<i64>> {
 pub fn VmPage() -> impl IntoView {
     let id = vm_id();
     let act = ServerAction::<ActOnVm>::new();
-    let (tick, hydrated) = polling();
+    let (tick, hydrated) = super::polling(POLL);
     let vm = Resource::new(
         move || (id.get(), tick.get(), act.version().get()),
         |(id, _, _)| async move {

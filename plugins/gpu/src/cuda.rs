@@ -118,18 +118,25 @@ fn driver(e: DriverError) -> GpuError {
     }
 }
 
+/// How many CUDA devices this machine has. Fails with a clear message when no CUDA driver is
+/// installed.
+pub fn device_count() -> Result<usize, GpuError> {
+    // SAFETY: only probes whether the shared library can be loaded; no CUDA call is made.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(GpuError::Driver(
+            "no CUDA driver found (libcuda.so is not installed): use --backend fake to try plugins without a GPU"
+                .into(),
+        ));
+    }
+    let count = CudaContext::device_count().map_err(driver)?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
 impl CudaGpu {
     /// Opens device `ordinal`. Fails with a clear message when no CUDA driver is installed.
     pub fn open(ordinal: usize, ptx_cache: Option<PathBuf>) -> Result<CudaGpu, GpuError> {
-        // SAFETY: only probes whether the shared library can be loaded; no CUDA call is made.
-        if !unsafe { sys::is_culib_present() } {
-            return Err(GpuError::Driver(
-                "no CUDA driver found (libcuda.so is not installed): use --backend fake to try plugins without a GPU"
-                    .into(),
-            ));
-        }
-        let count = CudaContext::device_count().map_err(driver)?;
-        if ordinal >= usize::try_from(count).unwrap_or(0) {
+        let count = device_count()?;
+        if ordinal >= count {
             return Err(GpuError::InvalidArgument(format!(
                 "device {ordinal} does not exist: this machine has {count} CUDA device(s)"
             )));

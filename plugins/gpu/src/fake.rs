@@ -81,6 +81,13 @@ impl FakeGpu {
         }
     }
 
+    /// Simulated device number `index` of a machine with several, each at its own PCI address.
+    pub fn numbered(index: usize, total_memory: u64) -> FakeGpu {
+        let mut gpu = FakeGpu::new(total_memory);
+        gpu.info.pci_bus_id = format!("0000:{:02x}:00.0", 0x10 + index);
+        gpu
+    }
+
     /// The launch log, shared: it stays readable after the device moves into a plugin host.
     pub fn launches(&self) -> Arc<Mutex<Vec<LaunchRecord>>> {
         self.launches.clone()

@@ -30,6 +30,9 @@ use crate::state::RunState;
 
 /// How often the epoch advances: the resolution of wall-time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How long `describe` may take: it only returns a record, and uploads are described on the
+/// portal, which must not be held up by a plugin that loops.
+const DESCRIBE_TIME: Duration = Duration::from_secs(5);
 
 /// Errors of loading and running plugins, each with a message for the plugin's author.
 #[derive(Debug, Error)]
@@ -219,11 +222,15 @@ impl PluginEngine {
         let component = Component::from_binary(&self.engine, bytes)
             .map_err(|e| PluginError::NotAComponent(format!("{e:#}")))?;
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let mut store = self.store(RunState::describing(), &RunLimits::default());
+        let limits = RunLimits {
+            wall_time: DESCRIBE_TIME,
+            ..RunLimits::default()
+        };
+        let mut store = self.store(RunState::describing(), &limits);
         let plugin = self.instantiate(&mut store, &component)?;
         let info = plugin
             .call_describe(&mut store)
-            .map_err(|e| classify_trap(e, Duration::ZERO))?;
+            .map_err(|e| classify_trap(e, DESCRIBE_TIME))?;
         let info = PluginInfo::from_wit(info).map_err(PluginError::WrongWorld)?;
         Ok(LoadedPlugin {
             component,

@@ -3,11 +3,14 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::PluginError;
 use crate::bindings;
 
 /// The kinds of parameter values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ParamKind {
     /// Whole numbers.
     Integer,
@@ -31,8 +34,9 @@ impl ParamKind {
     }
 }
 
-/// A parameter value.
-#[derive(Debug, Clone, PartialEq)]
+/// A parameter value; in JSON a plain number, boolean or string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
 pub enum ParamValue {
     /// A whole number.
     Integer(i64),
@@ -76,7 +80,7 @@ impl fmt::Display for ParamValue {
 }
 
 /// One parameter a plugin takes.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParamSpec {
     /// Its name.
     pub name: String,
@@ -95,7 +99,7 @@ pub struct ParamSpec {
 }
 
 /// What a plugin says about itself.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluginInfo {
     /// Short unique name.
     pub name: String,
@@ -327,6 +331,23 @@ mod tests {
         );
         let resolved = resolve_params(&info(), &given(&[("size", "64Mi")])).unwrap();
         assert_eq!(resolved[0].1, ParamValue::Integer(64 << 20));
+    }
+
+    #[test]
+    fn descriptions_round_trip_through_json_with_their_kinds() {
+        let mut described = info();
+        described.params[0].default = ParamValue::Float(5.0);
+        described.params[0].kind = ParamKind::Float;
+        let text = serde_json::to_string(&described).unwrap();
+        assert!(text.contains(r#""kind":"float","default":5.0"#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<PluginInfo>(&text).unwrap(),
+            described
+        );
+        assert_eq!(
+            serde_json::from_str::<ParamValue>("1024").unwrap(),
+            ParamValue::Integer(1024)
+        );
     }
 
     #[test]

@@ -20,10 +20,14 @@ use thiserror::Error;
 
 mod accounts;
 mod claims;
+mod jobs;
+mod plugins;
 mod vms;
 
 pub use accounts::{ApiTokenRecord, UserRecord, is_unique_violation};
 pub use claims::{ClaimOutcome, FreeGpu, Image, RequestNeeds};
+pub use jobs::{AgentRecord, JobEnd, NewJob, Scope, TakenJob};
+pub use plugins::{NewPlugin, PluginRecord, Registered, param_view};
 pub use vms::{AuditRecord, ProvisionPlan, QuotaOverride, VmParts, VmRecord};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");

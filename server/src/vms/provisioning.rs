@@ -8,6 +8,7 @@ use passage_hypervisor::domain::{DomainSpec, Network, NumaPlacement, domain_name
 
 use super::seed::{SeedKey, seed_url};
 use super::{VmError, VmService};
+use crate::auth::secret_hash;
 use crate::store::{AuditRecord, ProvisionPlan, VmParts, now_ms};
 
 impl VmService {
@@ -124,6 +125,16 @@ impl VmService {
                     volume: Some(volume.clone()),
                     seed_key_hash: Some(key.hash()),
                 },
+            )
+            .await?;
+        // The guest's agent authenticates with the token its seed carries; only its hash is kept.
+        self.store()
+            .create_agent(
+                "vm",
+                &format!("vm-{vm_id}"),
+                Some(vm_id),
+                &secret_hash(&key.agent_token()),
+                "system",
             )
             .await?;
         let capacity = u64::try_from(plan.disk_gib)

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use passage_server::config::{Config, HostConfig, VmSettings};
+use passage_server::config::{AgentSettings, Config, HostConfig, VmSettings};
 
 /// The bundled simulated host file, by absolute path.
 pub fn simulated_host_file() -> PathBuf {
@@ -35,6 +35,12 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
             lease_check_secs: 1,
             ..VmSettings::default()
         },
+        plugins: Default::default(),
+        agents: AgentSettings {
+            heartbeat_secs: 1,
+            offline_after_secs: 3,
+        },
+        jobs: Default::default(),
     }
 }
 

@@ -1,0 +1,224 @@
+//! One job from the portal, run in a `passage-agent run --events` process of its own.
+//!
+//! A process per job is what makes runs independent: a CUDA kernel fault poisons the process
+//! that saw it, and a hung driver call is not interrupted by the sandbox's clock, but a process
+//! can always be killed. The child dies with this agent, too.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::BackendKind;
+use crate::portal::{Job, Outcome, Portal, PortalError};
+
+/// Extra time a child gets past the job's limit (which the sandbox enforces itself) before it
+/// is killed.
+const KILL_GRACE: Duration = Duration::from_secs(30);
+/// Progress is sent at most this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// What every job of this agent shares.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    /// This program, to start children with.
+    pub exe: PathBuf,
+    /// The GPU backend.
+    pub backend: BackendKind,
+    /// Compiled plugins, PTX, and fetched components live here.
+    pub cache_dir: PathBuf,
+}
+
+impl Runner {
+    /// Runs `job` to its end (or until `stop` is set) and says how it went.
+    pub fn run(&self, portal: &Portal, job: &Job, stop: &Arc<AtomicBool>) -> Outcome {
+        let failed = |error: String| Outcome {
+            ok: false,
+            error: Some(error),
+            result: None,
+        };
+        let plugin = match self.component(portal, job) {
+            Ok(path) => path,
+            Err(e) => return failed(format!("cannot fetch the plugin: {e}")),
+        };
+        let Some(&device) = job.devices.first() else {
+            return failed("the portal gave the job no device".into());
+        };
+        let mut command = Command::new(&self.exe);
+        command
+            .arg("run")
+            .arg(&plugin)
+            .arg("--events")
+            .args(["--backend", self.backend.as_str()])
+            .args(["--device", &device.to_string()])
+            .args(["--timeout", &job.time_limit_secs.to_string()])
+            .args(["--gpu-memory-mib", &job.gpu_memory_mib.to_string()])
+            .args(["--wasm-memory-mib", &job.wasm_memory_mib.to_string()])
+            .arg("--cache-dir")
+            .arg(&self.cache_dir);
+        for (name, value) in &job.params {
+            command.arg("--param").arg(format!("{name}={value}"));
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        die_with_parent(&mut command);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => return failed(format!("cannot start {}: {e}", self.exe.display())),
+        };
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let errors = std::thread::spawn(move || tail(stderr, 4000));
+        let child = Arc::new(Mutex::new(child));
+        let deadline = Instant::now() + Duration::from_secs(job.time_limit_secs) + KILL_GRACE;
+        let done = Arc::new(AtomicBool::new(false));
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let (child, done, stop, timed_out) =
+                (child.clone(), done.clone(), stop.clone(), timed_out.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::Relaxed) {
+                    let late = Instant::now() >= deadline;
+                    if late || stop.load(Ordering::Relaxed) {
+                        timed_out.store(late, Ordering::Relaxed);
+                        let _ = child.lock().expect("child lock").kill();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+
+        let mut result = None;
+        let mut last_progress: Option<Instant> = None;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            match event["event"].as_str() {
+                Some("progress") => {
+                    if last_progress.is_some_and(|t| t.elapsed() < PROGRESS_EVERY) {
+                        continue;
+                    }
+                    last_progress = Some(Instant::now());
+                    let fraction = event["fraction"].as_f64().unwrap_or(0.0) as f32;
+                    let note = event["note"].as_str().unwrap_or_default();
+                    match portal.progress(job.id, fraction, note) {
+                        Ok(true) | Err(PortalError::Unavailable(_)) => {}
+                        Ok(false) | Err(_) => stop.store(true, Ordering::Relaxed),
+                    }
+                }
+                Some("result") => result = Some(event),
+                _ => {}
+            }
+        }
+        let status = loop {
+            if let Ok(Some(status)) = child.lock().expect("child lock").try_wait() {
+                break status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        done.store(true, Ordering::Relaxed);
+        let _ = watchdog.join();
+        let stderr_tail = errors.join().unwrap_or_default();
+
+        match result {
+            Some(event) => Outcome {
+                ok: event["ok"].as_bool().unwrap_or(false),
+                error: event["error"].as_str().map(String::from),
+                result: event.get("result").cloned(),
+            },
+            None if timed_out.load(Ordering::Relaxed) => failed(format!(
+                "the run was still going {} s past its time limit of {} s and was killed",
+                KILL_GRACE.as_secs(),
+                job.time_limit_secs
+            )),
+            None if stop.load(Ordering::Relaxed) => failed("stopped: the job was cancelled".into()),
+            None => failed(format!(
+                "the run's process ended ({}) without a result{}",
+                describe_status(&status),
+                if stderr_tail.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", stderr_tail.trim())
+                }
+            )),
+        }
+    }
+
+    /// The job's component on disk, fetched from the portal once and kept by its hash.
+    fn component(&self, portal: &Portal, job: &Job) -> anyhow::Result<PathBuf> {
+        let valid_hash =
+            job.sha256.len() == 64 && job.sha256.chars().all(|c| c.is_ascii_hexdigit());
+        anyhow::ensure!(valid_hash, "{:?} is not a SHA-256", job.sha256);
+        let dir = self.cache_dir.join("plugins");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}.wasm", job.sha256));
+        if path.is_file() {
+            return Ok(path);
+        }
+        let mut delay = Duration::from_secs(1);
+        let bytes = loop {
+            match portal.component(&job.sha256) {
+                Ok(bytes) => break bytes,
+                Err(PortalError::Unavailable(e)) if delay <= Duration::from_secs(16) => {
+                    eprintln!(
+                        "passage-agent: fetching {} failed ({e}); retrying",
+                        job.plugin
+                    );
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        write_atomically(&path, &bytes)?;
+        Ok(path)
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::write(&partial, bytes)?;
+    std::fs::rename(&partial, path)
+}
+
+/// The last `limit` bytes of what a child wrote.
+fn tail(mut from: impl Read, limit: usize) -> String {
+    let mut all = Vec::new();
+    let _ = from.read_to_end(&mut all);
+    let start = all.len().saturating_sub(limit);
+    String::from_utf8_lossy(&all[start..]).into_owned()
+}
+
+fn describe_status(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => status.to_string(),
+    }
+}
+
+/// Makes the child receive SIGKILL when this process dies, so that no run outlives its agent.
+#[allow(unsafe_code)]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
+    // async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

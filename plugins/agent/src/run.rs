@@ -1,0 +1,277 @@
+//! `passage-agent run`: one plugin, once, on one GPU; printed for people, as JSON, or as a
+//! stream of JSON lines (`--events`) for the `serve` loop that started this process.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Args;
+use passage_plugin_host::{
+    LoadedPlugin, LogLevel, ParamValue, PluginEngine, PluginInfo, RunEvent, RunLimits,
+    resolve_params,
+};
+use serde_json::{Value, json};
+
+use crate::backend::{self, Device};
+use crate::{BackendKind, default_cache_dir, usage};
+
+/// What `run` takes.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The plugin component (`.wasm`).
+    pub plugin: PathBuf,
+    /// A parameter as name=value; repeat for several.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Which GPU backend to use.
+    #[arg(long, value_enum, default_value_t = BackendKind::Cuda)]
+    pub backend: BackendKind,
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Print progress, log lines and the result as JSON lines as they happen (for `serve`).
+    #[arg(long, conflicts_with = "json")]
+    pub events: bool,
+    /// Wall-time limit of the run, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// GPU memory limit of the run, in MiB.
+    #[arg(long, default_value_t = 8192)]
+    pub gpu_memory_mib: u64,
+    /// Memory limit of the plugin itself (its WebAssembly linear memory), in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub wasm_memory_mib: usize,
+    /// Where compiled plugins are cached (default: $XDG_CACHE_HOME/passage or ~/.cache/passage).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Writes one JSON line to standard output at once (the reader is waiting for it).
+fn emit(line: &Value) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn fail(args: &RunArgs, plugin: Option<&LoadedPlugin>, error: String) -> anyhow::Result<ExitCode> {
+    if args.events {
+        emit(&json!({ "event": "result", "ok": false, "error": error }));
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "plugin": plugin.map(|p| p.info.name.clone()),
+                "version": plugin.map(|p| p.info.version.clone()),
+                "ok": false,
+                "error": error,
+            }))?
+        );
+    }
+    bail!("{error}")
+}
+
+/// Runs the command.
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let given = match args
+        .params
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+            _ => Err(format!("--param {p:?}: expected NAME=VALUE")),
+        })
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(given) => given,
+        Err(e) => return fail(&args, None, e),
+    };
+    let cache = args.cache_dir.clone().or_else(default_cache_dir);
+    let engine = PluginEngine::new(cache.as_deref())?;
+    let bytes = match std::fs::read(&args.plugin) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return fail(
+                &args,
+                None,
+                format!("cannot read {}: {e}", args.plugin.display()),
+            );
+        }
+    };
+    let loaded = match engine.load(&bytes) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail(&args, None, format!("{}: {e}", args.plugin.display())),
+    };
+    let resolved = match resolve_params(&loaded.info, &given) {
+        Ok(resolved) => resolved,
+        Err(e) => return fail(&args, Some(&loaded), e.to_string()),
+    };
+    let gpu = match backend::open(args.backend, args.device, cache.as_deref()) {
+        Ok(gpu) => gpu,
+        Err(e) => return fail(&args, Some(&loaded), format!("{e:#}")),
+    };
+    let device = Device::new(args.device, gpu.info());
+    let limits = RunLimits {
+        wall_time: Duration::from_secs(args.timeout),
+        gpu_memory: args.gpu_memory_mib << 20,
+        wasm_memory: args.wasm_memory_mib << 20,
+        ..RunLimits::default()
+    };
+    let (quiet, events) = (args.json, args.events);
+    let usage_before = usage::Usage::now();
+    let result = engine.run(
+        &loaded,
+        &resolved,
+        gpu,
+        &limits,
+        Box::new(move |event| match event {
+            RunEvent::Progress(fraction, note) if events => {
+                emit(&json!({ "event": "progress", "fraction": fraction, "note": note }))
+            }
+            RunEvent::Log(level, message) if events => {
+                emit(&json!({ "event": "log", "level": level.as_str(), "message": message }))
+            }
+            RunEvent::Log(level, message) if !quiet => {
+                eprintln!("[{}] {message}", level.as_str())
+            }
+            _ => {}
+        }),
+    );
+    let usage = usage::Usage::now().since(&usage_before);
+    let report = match result.outcome {
+        Ok(report) => report,
+        Err(e) => return fail(&args, Some(&loaded), format!("{}: {e}", loaded.info.name)),
+    };
+    let result = json!({
+        "simulated": report.simulated,
+        "devices": [device],
+        "metrics": report.metrics.iter()
+            .map(|m| json!({ "name": m.name, "value": m.value, "unit": m.unit }))
+            .collect::<Vec<_>>(),
+        "logs": report.logs.iter()
+            .map(|(level, message)| json!({ "level": level.as_str(), "message": message }))
+            .collect::<Vec<_>>(),
+        "wall_s": report.wall.as_secs_f64(),
+        "user_s": usage.user_s,
+        "system_s": usage.system_s,
+        "leftovers": report.leftovers.to_string(),
+    });
+    if events {
+        emit(&json!({ "event": "result", "ok": true, "result": result }));
+    } else if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "plugin": loaded.info.name,
+                "version": loaded.info.version,
+                "sha256": loaded.sha256,
+                "ok": true,
+                "simulated": report.simulated,
+                "device": {
+                    "name": device.name,
+                    "pci_bus_id": device.pci_bus_id,
+                    "total_memory": device.total_memory,
+                    "compute_capability": device.compute_capability,
+                },
+                "params": resolved.iter().map(|(k, v)| (k.clone(), param_json(v))).collect::<serde_json::Map<_, _>>(),
+                "metrics": result["metrics"],
+                "logs": result["logs"],
+                "time": { "wall_s": report.wall.as_secs_f64(), "user_s": usage.user_s, "system_s": usage.system_s },
+                "leftovers": report.leftovers.to_string(),
+            }))?
+        );
+    } else {
+        println!(
+            "{} {} on {}{}",
+            loaded.info.name,
+            loaded.info.version,
+            device.name,
+            if report.simulated {
+                " (SIMULATED: figures are not measurements)"
+            } else {
+                ""
+            }
+        );
+        for m in &report.metrics {
+            println!("  {:<32} {:>16.6} {}", m.name, m.value, m.unit);
+        }
+        println!(
+            "  time: real {:.3} s, user {:.3} s, sys {:.3} s",
+            report.wall.as_secs_f64(),
+            usage.user_s,
+            usage.system_s
+        );
+        if !report.leftovers.is_empty() {
+            println!("  freed after the run: {}", report.leftovers);
+        }
+    }
+    let failed = report.logs.iter().any(|(l, _)| *l == LogLevel::Error)
+        && report
+            .metrics
+            .iter()
+            .any(|m| m.name == "verification" && m.value == 0.0);
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints a plugin's description for people.
+pub fn print_description(info: &PluginInfo) {
+    println!("{} {}\n{}\n", info.name, info.version, info.summary);
+    for p in &info.params {
+        let unit = if p.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", p.unit)
+        };
+        let range = match (p.min, p.max) {
+            (Some(min), Some(max)) => format!(", from {min} to {max}"),
+            (Some(min), None) => format!(", at least {min}"),
+            (None, Some(max)) => format!(", at most {max}"),
+            (None, None) => String::new(),
+        };
+        println!(
+            "  {} ({}, default {}{unit}{range})",
+            p.name,
+            p.kind.as_str(),
+            p.default
+        );
+        println!("      {}", p.summary);
+    }
+}
+
+/// A plugin's description as JSON.
+pub fn describe_json(loaded: &LoadedPlugin) -> Value {
+    let info = &loaded.info;
+    json!({
+        "name": info.name,
+        "version": info.version,
+        "summary": info.summary,
+        "sha256": loaded.sha256,
+        "params": info.params.iter().map(|p| json!({
+            "name": p.name,
+            "summary": p.summary,
+            "kind": p.kind.as_str(),
+            "default": param_json(&p.default),
+            "min": p.min,
+            "max": p.max,
+            "unit": p.unit,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn param_json(value: &ParamValue) -> Value {
+    match value {
+        ParamValue::Integer(v) => json!(v),
+        ParamValue::Float(v) => json!(v),
+        ParamValue::Boolean(v) => json!(v),
+        ParamValue::Text(v) => json!(v),
+    }
+}

@@ -1,0 +1,344 @@
+//! The API people and scripts use for plugins, agents and jobs, and the plugin page's upload
+//! form.
+
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use passage_app::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::JobError;
+use crate::AppState;
+use crate::api::ApiError;
+use crate::auth::{Admin, CurrentUser};
+
+/// The routes of this module.
+pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+    // Room for the multipart framing around the largest component taken.
+    let body_limit = usize::try_from(max_upload_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 << 10);
+    Router::new()
+        .route(
+            "/api/v1/plugins",
+            get(list_plugins)
+                .post(upload_plugin)
+                .layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .route("/api/v1/plugins/{id}", get(show_plugin))
+        .route("/api/v1/plugins/{id}/component", get(plugin_component))
+        .route(
+            "/plugins/upload",
+            post(upload_form).layer(DefaultBodyLimit::max(body_limit)),
+        )
+        .route("/api/v1/agents", get(list_agents).post(add_agent))
+        .route("/api/v1/agents/{id}", delete(revoke_agent))
+        .route("/api/v1/agents/{id}/suite", post(queue_suite))
+        .route("/api/v1/jobs", get(list_jobs).post(queue_job))
+        .route("/api/v1/jobs/{id}", get(show_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Store(e) => e.into(),
+            other => {
+                let status = match &other {
+                    JobError::NotFound(_) => StatusCode::NOT_FOUND,
+                    JobError::Forbidden(_) => StatusCode::FORBIDDEN,
+                    JobError::Conflict(_) => StatusCode::CONFLICT,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                ApiError::new(status, other.to_string())
+            }
+        }
+    }
+}
+
+/// Every registered plugin version: by name, newest first.
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
+    responses((status = 200, body = [PluginView]), (status = 401)))]
+pub(crate) async fn list_plugins(
+    State(state): State<AppState>,
+    _: CurrentUser,
+) -> Result<Json<Vec<PluginView>>, ApiError> {
+    Ok(Json(state.jobs.plugins().await?))
+}
+
+/// A registered component.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Uploaded {
+    /// The plugin version.
+    pub plugin: PluginView,
+    /// False when these bytes were registered before.
+    pub new: bool,
+}
+
+/// Registers a plugin component (admins). The body is the `.wasm` file itself; the portal
+/// reads the plugin's `describe` in the sandbox and refuses anything that is not a plugin.
+#[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses((status = 201, body = Uploaded), (status = 200, body = Uploaded, description = "registered before"),
+        (status = 403), (status = 409, description = "name and version taken by other contents"),
+        (status = 413), (status = 422, description = "not a plugin")))]
+pub(crate) async fn upload_plugin(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let registration = state.jobs.upload(&admin, body.to_vec()).await?;
+    let status = if registration.new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(Uploaded {
+            plugin: registration.plugin,
+            new: registration.new,
+        }),
+    )
+        .into_response())
+}
+
+/// One plugin version.
+#[utoipa::path(get, path = "/api/v1/plugins/{id}", tag = "plugins",
+    params(("id" = i64, Path, description = "plugin id")),
+    responses((status = 200, body = PluginView), (status = 401), (status = 404)))]
+pub(crate) async fn show_plugin(
+    State(state): State<AppState>,
+    _: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<PluginView>, ApiError> {
+    Ok(Json(state.jobs.plugin(id).await?))
+}
+
+/// A plugin's component, to run it with `passage-agent run` elsewhere.
+#[utoipa::path(get, path = "/api/v1/plugins/{id}/component", tag = "plugins",
+    params(("id" = i64, Path, description = "plugin id")),
+    responses((status = 200, content_type = "application/wasm"), (status = 401), (status = 404)))]
+pub(crate) async fn plugin_component(
+    State(state): State<AppState>,
+    _: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let (plugin, bytes) = state.jobs.component(id).await?;
+    let disposition = format!(
+        "attachment; filename=\"{}-{}.wasm\"",
+        plugin.name, plugin.version
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/wasm".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// The plugin page's upload form: goes to the new plugin's page, or back with the error.
+async fn upload_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Response {
+    let back = |message: &str| {
+        let query: String = url_escape(message);
+        Redirect::to(&format!("/plugins?error={query}")).into_response()
+    };
+    let user = match state.auth.authenticate(&headers).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(e) => return back(&e.to_string()),
+    };
+    let mut multipart = match multipart {
+        Ok(m) => m,
+        Err(e) => return back(&e.body_text()),
+    };
+    let mut bytes = None;
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) if field.name() == Some("component") => match field.bytes().await {
+                Ok(b) => bytes = Some(b.to_vec()),
+                Err(e) => return back(&format!("the upload broke off: {e}")),
+            },
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => return back(&format!("the upload broke off: {e}")),
+        }
+    }
+    let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+        return back("choose a .wasm file first");
+    };
+    match state.jobs.upload(&user, bytes).await {
+        Ok(r) => Redirect::to(&format!("/plugins/{}", r.plugin.id)).into_response(),
+        Err(e) => back(&e.to_string()),
+    }
+}
+
+/// Percent-encodes everything but unreserved characters, for a query value.
+fn url_escape(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The agents you may run plugins on: your VMs' and the native hosts (admins: all).
+#[utoipa::path(get, path = "/api/v1/agents", tag = "jobs",
+    responses((status = 200, body = [AgentView]), (status = 401)))]
+pub(crate) async fn list_agents(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<Vec<AgentView>>, ApiError> {
+    Ok(Json(state.jobs.agents(&user).await?))
+}
+
+/// A bare-metal host to register as a native baseline.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewNativeHost {
+    /// Its name, e.g. `gpu-01-native`.
+    pub name: String,
+}
+
+/// A registered native host: its token is in this response and nowhere else.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NativeHostToken {
+    /// The agent's id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// `psa_` and 64 hex digits: `passage-agent serve --server URL --token TOKEN`.
+    pub token: String,
+}
+
+/// Registers a bare-metal host as a native baseline (admins); returns its agent token once.
+#[utoipa::path(post, path = "/api/v1/agents", tag = "jobs", request_body = NewNativeHost,
+    responses((status = 201, body = NativeHostToken), (status = 403), (status = 409), (status = 422)))]
+pub(crate) async fn add_agent(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Json(host): Json<NewNativeHost>,
+) -> Result<Response, ApiError> {
+    let (id, token) = state.jobs.add_native_host(&admin, &host.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NativeHostToken {
+            id,
+            name: host.name.trim().to_string(),
+            token,
+        }),
+    )
+        .into_response())
+}
+
+/// Revokes an agent's token (admins); its unfinished jobs are cancelled.
+#[utoipa::path(delete, path = "/api/v1/agents/{id}", tag = "jobs",
+    params(("id" = i64, Path, description = "agent id")),
+    responses((status = 204), (status = 403), (status = 404)))]
+pub(crate) async fn revoke_agent(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    state.jobs.revoke_agent(&admin, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Queued jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queued {
+    /// The new jobs' ids.
+    pub jobs: Vec<i64>,
+}
+
+/// Queues a plugin run on an agent you may use. Parameters are checked against the plugin's
+/// description (422 naming the parameter); `gpu: "each"` queues one job per GPU.
+#[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = JobOrder,
+    responses((status = 201, body = Queued), (status = 401), (status = 404), (status = 409), (status = 422)))]
+pub(crate) async fn queue_job(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    order: Result<Json<JobOrder>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(order) =
+        order.map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.body_text()))?;
+    let jobs = state.jobs.queue(&user, &order).await?;
+    Ok((StatusCode::CREATED, Json(Queued { jobs })).into_response())
+}
+
+/// A queued batch.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueuedBatch {
+    /// The batch's name: `GET /api/v1/jobs?batch=…` lists its jobs.
+    pub batch: String,
+}
+
+/// Queues the study's whole suite (its ten programs, with its sizes) on an agent.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/suite", tag = "jobs",
+    params(("id" = i64, Path, description = "agent id")),
+    responses((status = 201, body = QueuedBatch), (status = 401), (status = 404), (status = 409)))]
+pub(crate) async fn queue_suite(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let batch = state.jobs.queue_suite(&user, id).await?;
+    Ok((StatusCode::CREATED, Json(QueuedBatch { batch })).into_response())
+}
+
+/// The jobs you may see (yours, your VMs', the native hosts'; admins: all), newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobFilter),
+    responses((status = 200, body = [JobView]), (status = 400), (status = 401)))]
+pub(crate) async fn list_jobs(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    filter: Result<Query<JobFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<JobView>>, ApiError> {
+    let Query(filter) = filter.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{}; the filters are agent, plugin, batch and state",
+                e.body_text()
+            ),
+        )
+    })?;
+    Ok(Json(state.jobs.jobs(&user, &filter).await?))
+}
+
+/// One job with its progress and, once ended, its result.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = i64, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 401), (status = 404)))]
+pub(crate) async fn show_job(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Json<JobView>, ApiError> {
+    Ok(Json(state.jobs.job(&user, id).await?))
+}
+
+/// Cancels a queued or running job (whoever queued it, the VM's owner, or an admin).
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = i64, Path, description = "job id")),
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 409)))]
+pub(crate) async fn cancel_job(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    state.jobs.cancel(&user, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

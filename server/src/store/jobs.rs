@@ -1,0 +1,663 @@
+//! Queries for agents and their jobs.
+//!
+//! An agent is a credential and what its process last said: one per VM (its token comes with
+//! the VM's cloud-init seed) or one per bare-metal host an admin registered as a native
+//! baseline. Jobs are queued for one agent and taken by it first in, first out; the update that
+//! takes a job only succeeds while it is still queued, so a job runs once however many
+//! processes ask.
+
+use passage_app::plugins::{AgentView, DeviceView, JobFilter, JobResult, JobView, summarise};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError, now_ms, rfc3339};
+
+/// An agent as the server's rules need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// Its id.
+    pub id: i64,
+    /// `vm` or `host`.
+    pub kind: String,
+    /// `vm-<id>` or the native host's name.
+    pub name: String,
+    /// The VM it belongs to.
+    pub vm_id: Option<i64>,
+    /// The VM's owner.
+    pub vm_owner: Option<i64>,
+    /// The VM's state.
+    pub vm_state: Option<String>,
+    /// When its token was revoked.
+    pub revoked_at: Option<i64>,
+}
+
+/// A new job.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    /// The agent that runs it.
+    pub agent_id: i64,
+    /// The plugin version.
+    pub plugin_id: i64,
+    /// The resolved parameters: a JSON array of `[name, value]` pairs, in declaration order.
+    pub params_json: &'a str,
+    /// A device index, or any free one.
+    pub device_wanted: Option<i64>,
+    /// A label, e.g. the study's name for the run.
+    pub label: Option<&'a str>,
+    /// The batch it belongs to.
+    pub batch: Option<&'a str>,
+    /// Who queues it.
+    pub requested_by: i64,
+}
+
+/// A job taken by an agent, with what the agent needs to run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenJob {
+    /// The job.
+    pub id: i64,
+    /// The plugin's name, version and hash (the agent fetches the bytes by hash).
+    pub plugin: (String, String, String),
+    /// The resolved parameters, as stored.
+    pub params_json: String,
+    /// The device indexes it runs on.
+    pub devices: Vec<i64>,
+}
+
+/// How a job ended, as the agent said.
+#[derive(Debug, Clone)]
+pub struct JobEnd<'a> {
+    /// `succeeded` or `failed`.
+    pub state: &'a str,
+    /// Why it failed.
+    pub error: Option<&'a str>,
+    /// What it produced.
+    pub result: Option<&'a JobResult>,
+}
+
+const AGENT_COLUMNS: &str = "a.id, a.kind, a.name, a.vm_id, v.user_id AS vm_owner, \
+    v.state AS vm_state, a.revoked_at";
+
+fn agent_record(row: &AnyRow) -> Result<AgentRecord, StoreError> {
+    Ok(AgentRecord {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        name: row.try_get("name")?,
+        vm_id: row.try_get("vm_id")?,
+        vm_owner: row.try_get("vm_owner")?,
+        vm_state: row.try_get("vm_state")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+fn decode_error(what: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Query(sqlx::Error::Decode(format!("{what}: {e}").into()))
+}
+
+fn agent_view(row: &AnyRow, online_after: i64) -> Result<AgentView, StoreError> {
+    let last_seen: Option<i64> = row.try_get("last_seen_at")?;
+    let revoked: Option<i64> = row.try_get("revoked_at")?;
+    let status = match (revoked, last_seen) {
+        (Some(_), _) => "revoked",
+        (None, None) => "waiting",
+        (None, Some(seen)) if seen >= online_after => "online",
+        (None, Some(_)) => "offline",
+    };
+    let devices: Option<String> = row.try_get("devices_json")?;
+    let devices: Vec<DeviceView> = match devices {
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| decode_error("an agent's devices", e))?
+        }
+        None => Vec::new(),
+    };
+    Ok(AgentView {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        name: row.try_get("name")?,
+        vm_id: row.try_get("vm_id")?,
+        owner: row.try_get("owner")?,
+        status: status.into(),
+        last_seen_at: last_seen.map(rfc3339),
+        hostname: row.try_get("hostname")?,
+        agent_version: row.try_get("agent_version")?,
+        backend: row.try_get("backend")?,
+        devices,
+        verification: row.try_get("verification")?,
+    })
+}
+
+fn job_view(row: &AnyRow) -> Result<JobView, StoreError> {
+    let params_json: String = row.try_get("params_json")?;
+    let params: Vec<(String, serde_json::Value)> =
+        serde_json::from_str(&params_json).map_err(|e| decode_error("a job's parameters", e))?;
+    let result: Option<String> = row.try_get("result_json")?;
+    let result: Option<JobResult> = result
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| decode_error("a job's result", e))?;
+    let vm_id: Option<i64> = row.try_get("vm_id")?;
+    let owner: Option<String> = row.try_get("owner")?;
+    let agent_name: String = row.try_get("agent_name")?;
+    let target = match (vm_id, owner) {
+        (Some(vm), Some(owner)) => format!("VM {vm} ({owner})"),
+        (Some(vm), None) => format!("VM {vm}"),
+        _ => format!("native host {agent_name}"),
+    };
+    let optional_time = |column: &str| -> Result<Option<String>, StoreError> {
+        Ok(row.try_get::<Option<i64>, _>(column)?.map(rfc3339))
+    };
+    Ok(JobView {
+        id: row.try_get("id")?,
+        plugin_id: row.try_get("plugin_id")?,
+        plugin: row.try_get("plugin")?,
+        plugin_version: row.try_get("plugin_version")?,
+        agent_id: row.try_get("agent_id")?,
+        target,
+        target_kind: row.try_get("agent_kind")?,
+        label: row.try_get("label")?,
+        batch: row.try_get("batch")?,
+        state: row.try_get("state")?,
+        progress: row.try_get("progress")?,
+        progress_note: row.try_get("progress_note")?,
+        error: row.try_get("error")?,
+        requested_by: row.try_get("requested_by")?,
+        params: params
+            .into_iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (name, text)
+            })
+            .collect(),
+        device_wanted: row.try_get("device_wanted")?,
+        devices: row.try_get("devices")?,
+        created_at: rfc3339(row.try_get("created_at")?),
+        started_at: optional_time("started_at")?,
+        finished_at: optional_time("finished_at")?,
+        summary: result
+            .as_ref()
+            .map(|r| summarise(&r.metrics))
+            .unwrap_or_default(),
+        result,
+    })
+}
+
+/// Who may see which jobs and agents: everything (admins), or one user's share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Admins.
+    All,
+    /// A user: their VMs' agents, the native hosts, and jobs they queued or that ran on their
+    /// VMs or on a native host (native results are everyone's baseline).
+    User(i64),
+}
+
+impl Scope {
+    fn user(self) -> i64 {
+        match self {
+            Scope::All => 0,
+            Scope::User(id) => id,
+        }
+    }
+}
+
+const JOB_QUERY: &str = "SELECT j.id, j.plugin_id, p.name AS plugin, p.version AS plugin_version,
+        j.agent_id, a.name AS agent_name, a.kind AS agent_kind, a.vm_id, vu.name AS owner,
+        j.label, j.batch, j.state, j.progress, j.progress_note, j.error, u.name AS requested_by,
+        j.params_json, j.device_wanted, j.devices, j.created_at, j.started_at, j.finished_at,
+        j.result_json
+    FROM jobs j JOIN plugins p ON p.id = j.plugin_id JOIN agents a ON a.id = j.agent_id
+    JOIN users u ON u.id = j.requested_by
+    LEFT JOIN vms v ON v.id = a.vm_id LEFT JOIN users vu ON vu.id = v.user_id";
+
+impl Store {
+    /// Adds an agent credential; a taken name or VM is a unique violation.
+    pub async fn create_agent(
+        &self,
+        kind: &str,
+        name: &str,
+        vm_id: Option<i64>,
+        token_hash: &str,
+        created_by: &str,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO agents (kind, name, vm_id, token_hash, created_by, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(kind)
+        .bind(name)
+        .bind(vm_id)
+        .bind(token_hash)
+        .bind(created_by)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// The agent a token belongs to, unless revoked. Marks it seen.
+    pub async fn agent_by_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents a LEFT JOIN vms v ON v.id = a.vm_id
+             WHERE a.token_hash = $1 AND a.revoked_at IS NULL"
+        ))
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(agent) = row.as_ref().map(agent_record).transpose()? else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE id = $2")
+            .bind(now_ms())
+            .bind(agent.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some(agent))
+    }
+
+    /// One agent, revoked or not.
+    pub async fn agent(&self, id: i64) -> Result<Option<AgentRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {AGENT_COLUMNS} FROM agents a LEFT JOIN vms v ON v.id = a.vm_id WHERE a.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(agent_record).transpose()
+    }
+
+    /// What an agent said about itself when it (re)started, and the verdict on its GPUs.
+    /// Jobs it was running are failed: the process that ran them is gone.
+    pub async fn record_registration(
+        &self,
+        id: i64,
+        hostname: &str,
+        agent_version: &str,
+        backend: &str,
+        devices: &[DeviceView],
+        verification: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE agents SET registered_at = $1, last_seen_at = $1, hostname = $2,
+                 agent_version = $3, backend = $4, devices_json = $5, verification = $6
+             WHERE id = $7",
+        )
+        .bind(now)
+        .bind(hostname)
+        .bind(agent_version)
+        .bind(backend)
+        .bind(serde_json::to_string(devices).expect("devices serialise"))
+        .bind(verification)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let failed = sqlx::query(
+            "UPDATE jobs SET state = 'failed', finished_at = $1, updated_at = $1,
+                 error = 'the agent restarted while the job ran'
+             WHERE agent_id = $2 AND state = 'running'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(failed)
+    }
+
+    /// Agents in `scope`; those not seen since `online_after` (Unix ms) are offline.
+    pub async fn agents(
+        &self,
+        scope: Scope,
+        online_after: i64,
+    ) -> Result<Vec<AgentView>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.kind, a.name, a.vm_id, u.name AS owner, a.last_seen_at, a.revoked_at,
+                 a.hostname, a.agent_version, a.backend, a.devices_json, a.verification
+             FROM agents a LEFT JOIN vms v ON v.id = a.vm_id LEFT JOIN users u ON u.id = v.user_id
+             WHERE $1 = 0 OR a.kind = 'host' OR v.user_id = $1
+             ORDER BY a.kind, a.id DESC",
+        )
+        .bind(scope.user())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| agent_view(r, online_after)).collect()
+    }
+
+    /// Revokes an agent's token and cancels its unfinished jobs with `reason`.
+    pub async fn revoke_agent(&self, id: i64, reason: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let revoked =
+            sqlx::query("UPDATE agents SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', error = $1, finished_at = $2, updated_at = $2
+             WHERE agent_id = $3 AND state IN ('queued', 'running')",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(revoked > 0)
+    }
+
+    /// The GPUs an agent last reported.
+    pub async fn agent_devices(&self, id: i64) -> Result<Vec<DeviceView>, StoreError> {
+        let row = sqlx::query("SELECT devices_json FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row.map(|r| r.try_get::<Option<String>, _>("devices_json")) {
+            Some(Ok(Some(text))) => {
+                serde_json::from_str(&text).map_err(|e| decode_error("an agent's devices", e))
+            }
+            Some(Err(e)) => Err(e.into()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Unrevoked agents whose VM is released or failed: `(agent, vm)`.
+    pub async fn agents_of_gone_vms(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.id, a.vm_id FROM agents a JOIN vms v ON v.id = a.vm_id
+             WHERE a.revoked_at IS NULL AND v.state IN ('released', 'failed')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("vm_id")?)))
+            .collect()
+    }
+
+    /// Queues a job; returns its id.
+    pub async fn create_job(&self, job: &NewJob<'_>) -> Result<i64, StoreError> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO jobs (agent_id, plugin_id, params_json, device_wanted, label, batch,
+                 requested_by, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
+        )
+        .bind(job.agent_id)
+        .bind(job.plugin_id)
+        .bind(job.params_json)
+        .bind(job.device_wanted)
+        .bind(job.label)
+        .bind(job.batch)
+        .bind(job.requested_by)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Gives the agent its oldest queued job if a GPU it needs is free: `free` are the devices
+    /// the agent has idle. The oldest job waits for its GPU rather than being overtaken.
+    pub async fn take_job(
+        &self,
+        agent_id: i64,
+        free: &[i64],
+    ) -> Result<Option<TakenJob>, StoreError> {
+        // Devices the database thinks are busy are not free, whatever the agent says.
+        let running =
+            sqlx::query("SELECT devices FROM jobs WHERE agent_id = $1 AND state = 'running'")
+                .bind(agent_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let busy: Vec<i64> = running
+            .iter()
+            .filter_map(|r| r.try_get::<Option<String>, _>("devices").ok().flatten())
+            .flat_map(|d| {
+                d.split(',')
+                    .filter_map(|i| i.trim().parse().ok())
+                    .collect::<Vec<i64>>()
+            })
+            .collect();
+        let free: Vec<i64> = free.iter().copied().filter(|d| !busy.contains(d)).collect();
+        for _attempt in 0..3 {
+            let Some(head) = sqlx::query(
+                "SELECT j.id, j.device_wanted, j.params_json, p.name, p.version, p.sha256
+                 FROM jobs j JOIN plugins p ON p.id = j.plugin_id
+                 WHERE j.agent_id = $1 AND j.state = 'queued' ORDER BY j.id LIMIT 1",
+            )
+            .bind(agent_id)
+            .fetch_optional(&self.pool)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let wanted: Option<i64> = head.try_get("device_wanted")?;
+            let device = match wanted {
+                Some(d) if free.contains(&d) => d,
+                Some(_) => return Ok(None),
+                None => match free.iter().min() {
+                    Some(d) => *d,
+                    None => return Ok(None),
+                },
+            };
+            let id: i64 = head.try_get("id")?;
+            let now = now_ms();
+            let taken = sqlx::query(
+                "UPDATE jobs SET state = 'running', devices = $1, started_at = $2, updated_at = $2
+                 WHERE id = $3 AND state = 'queued'",
+            )
+            .bind(device.to_string())
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if taken == 1 {
+                return Ok(Some(TakenJob {
+                    id,
+                    plugin: (
+                        head.try_get("name")?,
+                        head.try_get("version")?,
+                        head.try_get("sha256")?,
+                    ),
+                    params_json: head.try_get("params_json")?,
+                    devices: vec![device],
+                }));
+            }
+            // Cancelled or taken in between: look at the next one.
+        }
+        Ok(None)
+    }
+
+    /// Records a running job's progress; returns its state (`cancelled` tells the agent to stop),
+    /// or `None` when the job is not this agent's.
+    pub async fn job_progress(
+        &self,
+        agent_id: i64,
+        id: i64,
+        fraction: f64,
+        note: &str,
+    ) -> Result<Option<String>, StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET progress = $1, progress_note = $2, updated_at = $3
+             WHERE id = $4 AND agent_id = $5 AND state = 'running'",
+        )
+        .bind(fraction.clamp(0.0, 1.0))
+        .bind(note)
+        .bind(now_ms())
+        .bind(id)
+        .bind(agent_id)
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query("SELECT state FROM jobs WHERE id = $1 AND agent_id = $2")
+            .bind(id)
+            .bind(agent_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("state")).transpose()?)
+    }
+
+    /// Ends a running job of this agent; false when it is not running (cancelled, ended, or
+    /// not this agent's), and nothing changes.
+    pub async fn finish_job(
+        &self,
+        agent_id: i64,
+        id: i64,
+        end: &JobEnd<'_>,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let result = end
+            .result
+            .map(|r| serde_json::to_string(r).expect("results serialise"));
+        let done = sqlx::query(
+            "UPDATE jobs SET state = $1, error = $2, result_json = $3, finished_at = $4,
+                 updated_at = $4, progress = CASE WHEN $1 = 'succeeded' THEN 1.0 ELSE progress END
+             WHERE id = $5 AND agent_id = $6 AND state = 'running'",
+        )
+        .bind(end.state)
+        .bind(end.error)
+        .bind(result)
+        .bind(now)
+        .bind(id)
+        .bind(agent_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
+    /// The ids among `ids` that are no longer running on this agent (cancelled or ended).
+    pub async fn stopped_jobs(&self, agent_id: i64, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let mut stopped = Vec::new();
+        for id in ids {
+            let row = sqlx::query("SELECT state FROM jobs WHERE id = $1 AND agent_id = $2")
+                .bind(id)
+                .bind(agent_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            let state: Option<String> = row.map(|r| r.try_get("state")).transpose()?;
+            if state.as_deref() != Some("running") {
+                stopped.push(*id);
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// Cancels a queued or running job; false when it had ended already.
+    pub async fn cancel_job(&self, id: i64, reason: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', error = $1, finished_at = $2, updated_at = $2
+             WHERE id = $3 AND state IN ('queued', 'running')",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
+    /// Fails the running jobs of agents not seen since `seen_before` (Unix ms); returns them.
+    pub async fn fail_jobs_of_silent_agents(
+        &self,
+        seen_before: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT j.id FROM jobs j JOIN agents a ON a.id = j.agent_id
+             WHERE j.state = 'running' AND (a.last_seen_at IS NULL OR a.last_seen_at < $1)",
+        )
+        .bind(seen_before)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut failed = Vec::new();
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let now = now_ms();
+            let done = sqlx::query(
+                "UPDATE jobs SET state = 'failed', finished_at = $1, updated_at = $1,
+                     error = 'the agent stopped answering while the job ran'
+                 WHERE id = $2 AND state = 'running'",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if done == 1 {
+                failed.push(id);
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Jobs in `scope` matching `filter`, newest first, at most `limit`.
+    pub async fn jobs(
+        &self,
+        scope: Scope,
+        filter: &JobFilter,
+        limit: i64,
+    ) -> Result<Vec<JobView>, StoreError> {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let rows = sqlx::query(&format!(
+            "{JOB_QUERY}
+             WHERE ($1 = 0 OR j.requested_by = $1 OR v.user_id = $1 OR a.kind = 'host')
+               AND ($2 = 0 OR j.agent_id = $2) AND ($3 = '' OR p.name = $3)
+               AND ($4 = '' OR j.batch = $4) AND ($5 = '' OR j.state = $5)
+             ORDER BY j.id DESC LIMIT $6"
+        ))
+        .bind(scope.user())
+        .bind(filter.agent.unwrap_or(0))
+        .bind(text(&filter.plugin))
+        .bind(text(&filter.batch))
+        .bind(text(&filter.state))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_view).collect()
+    }
+
+    /// One job, if it is in `scope`.
+    pub async fn job(&self, scope: Scope, id: i64) -> Result<Option<JobView>, StoreError> {
+        let row = sqlx::query(&format!(
+            "{JOB_QUERY}
+             WHERE j.id = $1 AND ($2 = 0 OR j.requested_by = $2 OR v.user_id = $2 OR a.kind = 'host')"
+        ))
+        .bind(id)
+        .bind(scope.user())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_view).transpose()
+    }
+
+    /// Who queued a job, and on which agent.
+    pub async fn job_owner(&self, id: i64) -> Result<Option<(i64, i64)>, StoreError> {
+        let row = sqlx::query("SELECT requested_by, agent_id FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("requested_by")?, r.try_get("agent_id")?)))
+            .transpose()
+    }
+
+    /// Whether the agent has (or had) a job of the plugin with this hash.
+    pub async fn agent_has_plugin(&self, agent_id: i64, sha256: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 AS found FROM jobs j JOIN plugins p ON p.id = j.plugin_id
+             WHERE j.agent_id = $1 AND p.sha256 = $2 LIMIT 1",
+        )
+        .bind(agent_id)
+        .bind(sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+}
