@@ -41,6 +41,21 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage agents on bare-metal hosts (the native baseline).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Register a bare-metal GPU host and print its agent token (it is shown only once).
+    Add {
+        /// The host's name in the portal, e.g. gpu-01-native.
+        name: String,
+        /// The admin who registers it (recorded in the audit log).
+        #[arg(long)]
+        by: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +123,9 @@ fn main() -> ExitCode {
         Command::Token(TokenCommand::Create { name, user }) => {
             runtime.block_on(create_token(config, &name, &user))
         }
+        Command::Agent(AgentCommand::Add { name, by }) => {
+            runtime.block_on(add_native_host(config, &name, &by))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,6 +160,24 @@ async fn create_token(config: Config, name: &str, user: &str) -> anyhow::Result<
     let (_, secret) = auth.create_token(&record.into(), name).await?;
     store.close().await;
     println!("{secret}");
+    Ok(())
+}
+
+async fn add_native_host(config: Config, name: &str, by: &str) -> anyhow::Result<()> {
+    let store = passage_server::store::Store::open(&config.database_url).await?;
+    let admin = store
+        .user_by_name(by)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no user {by:?}"))?;
+    let jobs = passage_server::jobs::JobService::new(
+        store.clone(),
+        config.agents,
+        config.jobs,
+        config.plugins.clone(),
+    );
+    let (_, token) = jobs.add_native_host(&admin.into(), name).await?;
+    store.close().await;
+    println!("{token}");
     Ok(())
 }
 

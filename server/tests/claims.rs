@@ -161,3 +161,42 @@ async fn whole_iommu_groups_are_claimed_and_numa_nodes_kept_together() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn gpu_pairs_go_behind_one_pcie_switch_and_single_gpus_leave_it_whole() {
+    common::on_every_backend(|url| async move {
+        let (store, user) = prepared(&url).await;
+        // The simulated host's H100s at 3d and 4e sit behind one switch; 17 and 2a do not.
+        let gpus = store.gpus().await.unwrap();
+        let root = |address: &str| {
+            gpus.iter()
+                .find(|g| g.address == address)
+                .and_then(|g| g.pcie_root.clone())
+        };
+        assert_eq!(root("0000:3d:00.0"), root("0000:4e:00.0"));
+        assert!(root("0000:3d:00.0").is_some());
+        assert_ne!(root("0000:17:00.0"), root("0000:3d:00.0"));
+
+        let single = store
+            .create_request(user, &request("H100 PCIe", 1))
+            .await
+            .unwrap();
+        let placement = scheduler::place(&store, single).await.unwrap();
+        assert!(
+            !["0000:3d:00.0", "0000:4e:00.0"].contains(&placement.gpus[0].as_str()),
+            "a single GPU does not break up the switch pair: {:?}",
+            placement.gpus
+        );
+        let pair = store
+            .create_request(user, &request("H100 PCIe", 2))
+            .await
+            .unwrap();
+        let placement = scheduler::place(&store, pair).await.unwrap();
+        let mut placed = placement.gpus.clone();
+        placed.sort();
+        assert_eq!(placed, vec!["0000:3d:00.0", "0000:4e:00.0"]);
+        assert_eq!(placement.numa_node, Some(0));
+        store.close().await;
+    })
+    .await;
+}

@@ -220,3 +220,66 @@ fn accounts_and_tokens_are_made_from_the_command_line_and_stored_hashed() {
         }
     }
 }
+
+#[test]
+fn agent_add_prints_a_token_once_for_admins_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], input: &str| {
+        let mut child = passage()
+            .args(args)
+            .env("PASSAGE_DATA_DIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(
+        run(
+            &["user", "add", "ops", "--admin"],
+            "a long enough password\n"
+        )
+        .status
+        .success()
+    );
+    assert!(
+        run(&["user", "add", "ada"], "a long enough password\n")
+            .status
+            .success()
+    );
+    let added = run(&["agent", "add", "bench-01", "--by", "ops"], "");
+    assert!(added.status.success(), "{added:?}");
+    let token = String::from_utf8(added.stdout).unwrap();
+    assert!(
+        token.trim().starts_with("psa_") && token.trim().len() == 68,
+        "{token}"
+    );
+    let again = run(&["agent", "add", "bench-01", "--by", "ops"], "");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let user = run(&["agent", "add", "bench-02", "--by", "ada"], "");
+    assert!(!user.status.success());
+    assert!(String::from_utf8_lossy(&user.stderr).contains("only admins"));
+    // The database and its write-ahead log hold the hash only.
+    for file in std::fs::read_dir(dir.path()).unwrap() {
+        let path = file.unwrap().path();
+        if path.to_string_lossy().contains("passage.db") {
+            let stored = std::fs::read(&path).unwrap();
+            assert!(
+                !stored
+                    .windows(token.trim().len())
+                    .any(|w| w == token.trim().as_bytes()),
+                "{} holds the token",
+                path.display()
+            );
+        }
+    }
+}

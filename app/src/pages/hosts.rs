@@ -296,7 +296,10 @@ fn GpuRow(gpu: GpuView) -> impl IntoView {
                 </div>
             </td>
             <td>{group}</td>
-            <td class:warn=degraded>{link.unwrap_or_else(|| "unknown".into())}</td>
+            <td class:warn=degraded>
+                {link.unwrap_or_else(|| "unknown".into())}
+                {gpu.pcie_root.clone().map(|root| view! { <div class="muted pcie-root">{format!("root port {root}")}</div> })}
+            </td>
             <td>{gpu.driver.clone().unwrap_or_else(|| "unknown".into())}</td>
             <td>
                 <span class=format!("badge {state}") class:ok=available title=reason.clone()>
@@ -329,6 +332,7 @@ mod tests {
             link: None,
             driver: None,
             iommu_group: None,
+            pcie_root: None,
             passthrough_functions: vec![],
             state: GpuState::Available,
             state_reason: None,

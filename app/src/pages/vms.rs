@@ -104,6 +104,15 @@ pub fn VmPage() -> impl IntoView {
         },
     );
     let viewer = Resource::new(|| (), |_| crate::inventory::current_viewer());
+    let agent = Resource::new(
+        move || (id.get(), tick.get() / 5),
+        |(id, _)| async move {
+            let agents = crate::plugins::load_agents().await.unwrap_or_default();
+            agents
+                .into_iter()
+                .find(|a| a.vm_id.is_some() && a.vm_id == id)
+        },
+    );
     view! {
         <section class="vm-page" data-hydrated=move || hydrated.get().to_string()>
             <Transition fallback=|| view! { <p class="notice">"Loading…"</p> }>
@@ -112,7 +121,10 @@ pub fn VmPage() -> impl IntoView {
                     match vm.await {
                         Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                         Ok(None) => view! { <p class="notice" id="no-such-vm">"No such VM."</p> }.into_any(),
-                        Ok(Some(vm)) => view! { <VmDetails vm admin act/> }.into_any(),
+                        Ok(Some(vm)) => {
+                            let agent = agent.await;
+                            view! { <VmDetails vm admin act/> <VmAgent agent/> }.into_any()
+                        }
                     }
                 })}
             </Transition>
@@ -210,6 +222,31 @@ fn VmDetails(vm: VmView, admin: bool, act: ServerAction<ActOnVm>) -> impl IntoVi
             </ActionForm>
         })}
     }
+}
+
+/// What the VM's agent reported: is it up, and does the guest see the GPUs it was given.
+#[component]
+fn VmAgent(agent: Option<crate::plugins::AgentView>) -> impl IntoView {
+    let Some(agent) = agent else {
+        return view! { <p class="muted" id="vm-agent">"Agent: none yet."</p> }.into_any();
+    };
+    let verdict = agent
+        .verification
+        .clone()
+        .unwrap_or_else(|| "the agent has not reported yet".into());
+    let class = verdict.split(':').next().unwrap_or_default().to_string();
+    view! {
+        <h2>"Agent"</h2>
+        <p id="vm-agent">
+            <span class=format!("badge {}", agent.status)>{agent.status.clone()}</span>
+            " " <span class=format!("verification {class}") id="vm-verification">{verdict}</span>
+        </p>
+        <p>
+            <a href="/plugins">"Run a plugin on this VM"</a> " · "
+            <a href=format!("/jobs?agent={}", agent.id)>"its jobs"</a>
+        </p>
+    }
+    .into_any()
 }
 
 /// The VM's console: noVNC over the portal's websocket proxy.
