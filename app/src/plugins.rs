@@ -43,6 +43,8 @@ pub struct PluginView {
     pub size_bytes: i64,
     /// True for the plugins that come with Passage.
     pub shipped: bool,
+    /// True when a job of it runs on every GPU of its machine at once (it imports `peers`).
+    pub all_gpus: bool,
     /// Who registered it (`system` for the shipped ones).
     pub uploaded_by: String,
     /// When (RFC 3339, UTC).

@@ -12,6 +12,8 @@ CREATE TABLE plugins (
     size_bytes  BIGINT NOT NULL,
     component   BYTEA NOT NULL,
     shipped     BOOLEAN NOT NULL DEFAULT FALSE,
+    -- True when it imports `peers`: a job of it runs on every GPU of its machine.
+    all_gpus    BOOLEAN NOT NULL DEFAULT FALSE,
     uploaded_by TEXT NOT NULL,
     created_at  BIGINT NOT NULL,
     UNIQUE (name, version)
@@ -44,6 +46,8 @@ CREATE TABLE jobs (
     params_json   TEXT NOT NULL,
     -- The GPUs wanted: a device index, or NULL for any one.
     device_wanted BIGINT,
+    -- Every GPU of the agent at once (a plugin that imports `peers`).
+    all_devices   BOOLEAN NOT NULL DEFAULT FALSE,
     -- The device indexes it ran on, comma-separated, once claimed.
     devices       TEXT,
     label         TEXT,

@@ -12,6 +12,8 @@ CREATE TABLE plugins (
     size_bytes  INTEGER NOT NULL,
     component   BLOB NOT NULL,
     shipped     INTEGER NOT NULL DEFAULT 0,
+    -- True when it imports `peers`: a job of it runs on every GPU of its machine.
+    all_gpus    INTEGER NOT NULL DEFAULT 0,
     uploaded_by TEXT NOT NULL,
     created_at  INTEGER NOT NULL,
     UNIQUE (name, version)
@@ -44,6 +46,8 @@ CREATE TABLE jobs (
     params_json   TEXT NOT NULL,
     -- The GPUs wanted: a device index, or NULL for any one.
     device_wanted INTEGER,
+    -- Every GPU of the agent at once (a plugin that imports `peers`).
+    all_devices   INTEGER NOT NULL DEFAULT 0,
     -- The device indexes it ran on, comma-separated, once claimed.
     devices       TEXT,
     label         TEXT,

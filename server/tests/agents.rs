@@ -690,3 +690,57 @@ async fn a_vm_agent_registers_with_its_seed_token_and_serves_only_its_owner() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_plugin_across_gpus_runs_on_every_gpu_of_its_agent_at_once() {
+    let setup = setup().await;
+    let (portal, base) = start(&setup).await;
+    let p2p = plugin_id(&setup.ada, &base, "p2p-bandwidth").await;
+    let (_, plugin) = get(&setup.ada, format!("{base}/api/v1/plugins/{p2p}")).await;
+    assert_eq!(plugin["all_gpus"], true, "{plugin}");
+    let vector_add = plugin_id(&setup.ada, &base, "vector-add").await;
+    let (_, single) = get(&setup.ada, format!("{base}/api/v1/plugins/{vector_add}")).await;
+    assert_eq!(single["all_gpus"], false);
+
+    let (agent, token) = native_host(&setup, &base, "dgx-01").await;
+    let _process = Agent::start(&base, &token, 2);
+    online(&setup.ada, &base, agent, 2).await;
+    let (status, body) = post(
+        &setup.ada,
+        format!("{base}/api/v1/jobs"),
+        json!({"plugin": p2p, "agent": agent, "gpu": "each"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    // A single-GPU job holds device 0 while the all-GPU job waits behind it, then takes both.
+    let first = queue(
+        &setup.ada,
+        &base,
+        json!({"plugin": vector_add, "agent": agent, "gpu": "0"}),
+    )
+    .await;
+    let ids = queue(
+        &setup.ada,
+        &base,
+        json!({"plugin": p2p, "agent": agent,
+               "params": {"bytes": "1Mi", "repetitions": "2", "latency-repetitions": "10"}}),
+    )
+    .await;
+    assert_eq!(
+        ended(&setup.ada, &base, first[0]).await["state"],
+        "succeeded"
+    );
+    let job = ended(&setup.ada, &base, ids[0]).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["devices"], "0,1");
+    assert_eq!(job["result"]["devices"].as_array().unwrap().len(), 2);
+    for name in [
+        "unidirectional bandwidth, P2P on [0→1]",
+        "bidirectional bandwidth, P2P off [1→0]",
+        "latency, P2P on [1→1]",
+    ] {
+        assert!(metric(&job, name).is_some(), "{name} in {job}");
+    }
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}

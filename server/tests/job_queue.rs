@@ -40,6 +40,7 @@ async fn queue(url: &str) -> Queue {
         sha256: "ab".repeat(32).leak(),
         component: &component,
         shipped: true,
+        all_gpus: false,
         uploaded_by: "system",
     };
     let Registered::New(plugin) = store.register_plugin(&new).await.unwrap() else {
@@ -77,6 +78,7 @@ impl Queue {
                 plugin_id: self.plugin,
                 params_json: r#"[["size",1024]]"#,
                 device_wanted: device,
+                all_devices: false,
                 label: None,
                 batch: None,
                 requested_by: self.user,

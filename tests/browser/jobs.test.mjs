@@ -106,6 +106,28 @@ test('a plugin is run on a native host from the browser and compared with anothe
   assert.deepEqual(opsErrors, []);
 });
 
+test('a plugin across GPUs runs on both of a host and shows its matrices as heat maps', async () => {
+  const { page, errors } = await open(ADA, 'plugins', '.plugins-page');
+  assert.match(await page.locator('tr.plugin[data-name="p2p-bandwidth"]').innerText(), /all GPUs/);
+  await page.click('tr.plugin[data-name="p2p-bandwidth"] a');
+  await page.waitForSelector('.plugin-page[data-hydrated="true"] #run-plugin');
+  await pick(page, '#run-target', 'bench-01');
+  assert.match(await page.locator('#run-gpu').innerText(), /every GPU of the machine \(2\)/);
+  await page.fill('tr.param[data-name="bytes"] input', '1Mi');
+  await page.fill('tr.param[data-name="latency-repetitions"] input', '10');
+  await Promise.all([page.waitForURL(/\/jobs\/\d+$/), page.click('#run-plugin')]);
+  await page.waitForSelector('#job-state.succeeded', { timeout: 30_000 });
+  assert.match(await page.locator('#job-target').innerText(), /GPU 0,1/);
+  const maps = await page.locator('#matrices table.heatmap').evaluateAll((tables) => tables.map((t) => t.dataset.name));
+  for (const name of ['unidirectional bandwidth, P2P off', 'unidirectional bandwidth, P2P on',
+    'bidirectional bandwidth, P2P on', 'latency, P2P off', 'peer access']) {
+    assert.ok(maps.includes(name), `${name} in ${maps}`);
+  }
+  const cells = page.locator('#matrices table.heatmap[data-name="latency, P2P on"] td.cell');
+  assert.equal(await cells.count(), 4, 'a 2 × 2 matrix');
+  assert.deepEqual(errors, []);
+});
+
 test("the study's suite is queued in one click and runs to the end", async () => {
   const { page, errors } = await open(ADA, 'plugins', '.plugins-page');
   await pick(page, '#suite-target', 'bench-01');

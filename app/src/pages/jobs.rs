@@ -189,7 +189,6 @@ fn comparable(job: &JobView, all: Vec<JobView>) -> Vec<JobView> {
 fn JobDetails(job: JobView, cancel: Action<i64, Result<(), ServerFnError>>) -> impl IntoView {
     let id = job.id;
     let live = !job.is_finished();
-    let simulated = job.result.as_ref().is_some_and(|r| r.simulated);
     view! {
         <h1>
             {format!("Job {}", job.id)} " "
@@ -223,51 +222,149 @@ fn JobDetails(job: JobView, cancel: Action<i64, Result<(), ServerFnError>>) -> i
         })}
         {move || cancel.value().get().and_then(Result::err).map(|e| view! { <p class="error">{e.to_string()}</p> })}
         {job.error.clone().map(|e| view! { <p class="error" id="job-error">{e}</p> })}
-        {job.result.clone().map(|result| view! {
-            {simulated.then(|| view! {
-                <p class="simulated" id="simulated-banner">
-                    "SIMULATED: this ran on Passage's simulated GPU. Kernels did not execute and the figures are not measurements; verification is skipped."
-                </p>
-            })}
-            {job.summary.iter().find(|m| m.name == "verification").map(|m| {
-                let (class, text) = match m.median {
-                    1.0 => ("ok", "PASS: the GPU's output matches the CPU reference"),
-                    0.0 => ("failed", "FAIL: the GPU's output does not match the CPU reference"),
-                    _ => ("pending", "skipped: nothing real was computed to check"),
-                };
-                view! { <p id="job-verification">"Verification: " <span class=format!("badge {class}")>{text}</span></p> }
-            })}
-            <h2>"Figures"</h2>
-            <table class="metrics" id="job-metrics">
-                <thead><tr><th>"Metric"</th><th>"Median"</th><th>"Min"</th><th>"Max"</th><th>"Unit"</th><th>"Samples"</th></tr></thead>
-                <tbody>
-                    {job.summary.iter().map(|m| view! {
-                        <tr class="metric" data-name=m.name.clone()>
-                            <td>{m.name.clone()}</td>
-                            <td class="num">{format_value(m.median)}</td>
-                            <td class="num">{format_value(m.min)}</td>
-                            <td class="num">{format_value(m.max)}</td>
-                            <td>{m.unit.clone()}</td>
-                            <td class="num">{m.samples}</td>
-                        </tr>
-                    }).collect_view()}
-                </tbody>
-            </table>
-            <p class="muted" id="job-time">
-                {format!("time: real {:.3} s, user {:.3} s, sys {:.3} s", result.wall_s, result.user_s, result.system_s)}
-                {(!result.leftovers.is_empty() && result.leftovers != "nothing").then(|| format!(" · freed after the run: {}", result.leftovers))}
+        {job.result.clone().map(|result| view! { <ResultView summary=job.summary.clone() result/> })}
+    }
+}
+
+/// What a finished job produced: its verdict, figures, time, device and log.
+#[component]
+fn ResultView(summary: Vec<MetricSummary>, result: crate::plugins::JobResult) -> impl IntoView {
+    let simulated = result.simulated;
+    view! {
+        {simulated.then(|| view! {
+            <p class="simulated" id="simulated-banner">
+                "SIMULATED: this ran on Passage's simulated GPU. Kernels did not execute and the figures are not measurements; verification is skipped."
             </p>
-            {result.devices.first().map(|d| view! {
-                <p class="muted" id="job-device">{format!("{} · {} MiB · compute {} · PCI {}", d.name, d.total_memory >> 20, d.compute_capability, d.pci_bus_id)}</p>
-            })}
-            {(!result.logs.is_empty()).then(|| view! {
-                <h2>"Log"</h2>
-                <pre class="log" id="job-log">
-                    {result.logs.iter().map(|l| format!("[{}] {}\n", l.level, l.message)).collect::<String>()}
-                </pre>
-            })}
+        })}
+        {summary.iter().find(|m| m.name == "verification").map(|m| {
+            let (class, text) = match m.median {
+                1.0 => ("ok", "PASS: the GPU's output matches the CPU reference"),
+                0.0 => ("failed", "FAIL: the GPU's output does not match the CPU reference"),
+                _ => ("pending", "skipped: nothing real was computed to check"),
+            };
+            view! { <p id="job-verification">"Verification: " <span class=format!("badge {class}")>{text}</span></p> }
+        })}
+        <Matrices summary=summary.clone()/>
+        <h2>"Figures"</h2>
+        <table class="metrics" id="job-metrics">
+            <thead><tr><th>"Metric"</th><th>"Median"</th><th>"Min"</th><th>"Max"</th><th>"Unit"</th><th>"Samples"</th></tr></thead>
+            <tbody>
+                {summary.iter().map(|m| view! {
+                    <tr class="metric" data-name=m.name.clone()>
+                        <td>{m.name.clone()}</td>
+                        <td class="num">{format_value(m.median)}</td>
+                        <td class="num">{format_value(m.min)}</td>
+                        <td class="num">{format_value(m.max)}</td>
+                        <td>{m.unit.clone()}</td>
+                        <td class="num">{m.samples}</td>
+                    </tr>
+                }).collect_view()}
+            </tbody>
+        </table>
+        <p class="muted" id="job-time">
+            {format!("time: real {:.3} s, user {:.3} s, sys {:.3} s", result.wall_s, result.user_s, result.system_s)}
+            {(!result.leftovers.is_empty() && result.leftovers != "nothing").then(|| format!(" · freed after the run: {}", result.leftovers))}
+        </p>
+        {result.devices.first().map(|d| view! {
+            <p class="muted" id="job-device">{format!("{} · {} MiB · compute {} · PCI {}", d.name, d.total_memory >> 20, d.compute_capability, d.pci_bus_id)}</p>
+        })}
+        {(!result.logs.is_empty()).then(|| view! {
+            <h2>"Log"</h2>
+            <pre class="log" id="job-log">
+                {result.logs.iter().map(|l| format!("[{}] {}\n", l.level, l.message)).collect::<String>()}
+            </pre>
         })}
     }
+    .into_any()
+}
+
+/// A figure per pair of devices: metrics named `<figure> [i→j]`, gathered by figure.
+#[derive(Debug, Clone, PartialEq)]
+struct Matrix {
+    name: String,
+    unit: String,
+    size: usize,
+    cells: Vec<(usize, usize, f64)>,
+}
+
+fn matrices(summary: &[MetricSummary]) -> Vec<Matrix> {
+    let mut found: Vec<Matrix> = Vec::new();
+    for metric in summary {
+        let Some((name, cell)) = metric.name.rsplit_once(" [") else {
+            continue;
+        };
+        let Some((from, to)) = cell.strip_suffix(']').and_then(|c| c.split_once('→')) else {
+            continue;
+        };
+        let (Ok(from), Ok(to)) = (from.trim().parse::<usize>(), to.trim().parse::<usize>()) else {
+            continue;
+        };
+        let index = match found
+            .iter()
+            .position(|m| m.name == name && m.unit == metric.unit)
+        {
+            Some(i) => i,
+            None => {
+                found.push(Matrix {
+                    name: name.to_string(),
+                    unit: metric.unit.clone(),
+                    size: 0,
+                    cells: Vec::new(),
+                });
+                found.len() - 1
+            }
+        };
+        let matrix = &mut found[index];
+        matrix.size = matrix.size.max(from + 1).max(to + 1);
+        matrix.cells.push((from, to, metric.median));
+    }
+    found
+}
+
+/// Every figure measured between pairs of devices, as a heat map: darker is more.
+#[component]
+fn Matrices(summary: Vec<MetricSummary>) -> impl IntoView {
+    let found = matrices(&summary);
+    if found.is_empty() {
+        return ().into_any();
+    }
+    view! {
+        <h2>"Between devices"</h2>
+        <div class="matrices" id="matrices">
+            {found.into_iter().map(|m| {
+                // Shaded from the smallest value to the largest, so that differences show.
+                let top = m.cells.iter().map(|c| c.2).fold(f64::MIN, f64::max);
+                let bottom = m.cells.iter().map(|c| c.2).fold(f64::MAX, f64::min);
+                let value = |from: usize, to: usize| m.cells.iter().find(|c| c.0 == from && c.1 == to).map(|c| c.2);
+                view! {
+                    <table class="heatmap" data-name=m.name.clone()>
+                        <caption>{format!("{} ({})", m.name, m.unit)}</caption>
+                        <thead><tr><th>"from \\ to"</th>{(0..m.size).map(|to| view! { <th>{to}</th> }).collect_view()}</tr></thead>
+                        <tbody>
+                            {(0..m.size).map(|from| view! {
+                                <tr>
+                                    <th>{from}</th>
+                                    {(0..m.size).map(|to| match value(from, to) {
+                                        Some(v) => {
+                                            let t = if top > bottom { ((v - bottom) / (top - bottom)).clamp(0.0, 1.0) } else { 1.0 };
+                                            let style = format!(
+                                                "background: hsl(210, 65%, {:.0}%); color: {}",
+                                                92.0 - 55.0 * t,
+                                                if t > 0.6 { "#fff" } else { "inherit" }
+                                            );
+                                            view! { <td class="cell" style=style>{format_value(v)}</td> }.into_any()
+                                        }
+                                        None => view! { <td class="cell empty">"—"</td> }.into_any(),
+                                    }).collect_view()}
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }
+            }).collect_view()}
+        </div>
+    }
+    .into_any()
 }
 
 fn format_value(v: f64) -> String {
@@ -282,7 +379,13 @@ fn format_value(v: f64) -> String {
 /// elsewhere.
 #[component]
 fn Comparison(this: JobView, runs: Vec<JobView>) -> impl IntoView {
-    let metrics: Vec<MetricSummary> = this.summary.iter().take(16).cloned().collect();
+    let metrics: Vec<MetricSummary> = this
+        .summary
+        .iter()
+        .filter(|m| m.name != "verification")
+        .take(16)
+        .cloned()
+        .collect();
     let any_simulated = runs
         .iter()
         .any(|r| r.result.as_ref().is_some_and(|x| x.simulated));
@@ -323,5 +426,37 @@ fn Comparison(this: JobView, runs: Vec<JobView>) -> impl IntoView {
                 }
             }).collect_view()}
         </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric(name: &str, median: f64) -> MetricSummary {
+        MetricSummary {
+            name: name.into(),
+            unit: "GB/s".into(),
+            samples: 1,
+            median,
+            min: median,
+            max: median,
+        }
+    }
+
+    #[test]
+    fn metrics_named_by_device_pairs_make_matrices() {
+        let found = matrices(&[
+            metric("bandwidth [0→1]", 10.0),
+            metric("kernel time", 3.0),
+            metric("bandwidth [1→0]", 11.0),
+            metric("latency [2→0]", 2.0),
+            metric("not a cell [x→1]", 1.0),
+        ]);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].name, "bandwidth");
+        assert_eq!(found[0].size, 2);
+        assert_eq!(found[0].cells, vec![(0, 1, 10.0), (1, 0, 11.0)]);
+        assert_eq!((found[1].name.as_str(), found[1].size), ("latency", 3));
     }
 }

@@ -136,7 +136,7 @@ fn PluginTable(plugins: Vec<PluginView>) -> impl IntoView {
                 {plugins.into_iter().map(|p| view! {
                     <tr class="plugin" data-name=p.name.clone()>
                         <td><a href=format!("/plugins/{}", p.id)>{p.name.clone()}</a></td>
-                        <td>{p.version.clone()}</td>
+                        <td>{p.version.clone()} {p.all_gpus.then(|| view! { <span class="badge claimed" title="runs on every GPU of a machine at once">"all GPUs"</span> })}</td>
                         <td class="summary-cell">{p.summary.clone()}</td>
                         <td class="muted">
                             {if p.shipped { "shipped".to_string() } else { format!("uploaded by {}", p.uploaded_by) }}
@@ -225,12 +225,17 @@ fn PluginDetails(plugin: PluginView, agents: Vec<AgentView>) -> impl IntoView {
         });
     };
     let agents_for_select = agents.clone();
+    let all_gpus = plugin.all_gpus;
     let gpu_choices = move || {
         let devices = agents
             .iter()
             .find(|a| a.id.to_string() == target.get())
             .map(|a| a.devices.clone())
             .unwrap_or_default();
+        if all_gpus {
+            return view! { <option value="any">{format!("every GPU of the machine ({})", devices.len())}</option> }
+                .into_any();
+        }
         let mut choices = vec![("any".to_string(), "any idle GPU".to_string())];
         if devices.len() > 1 {
             choices.push(("each".into(), format!("each of its {} GPUs", devices.len())));
@@ -245,6 +250,7 @@ fn PluginDetails(plugin: PluginView, agents: Vec<AgentView>) -> impl IntoView {
             .into_iter()
             .map(|(value, label)| view! { <option value=value>{label}</option> })
             .collect_view()
+            .into_any()
     };
     view! {
         <h1>{plugin.name.clone()} " " <span class="muted">{plugin.version.clone()}</span></h1>
@@ -279,7 +285,7 @@ fn PluginDetails(plugin: PluginView, agents: Vec<AgentView>) -> impl IntoView {
                                 };
                                 view! {
                                     <tr class="param" data-name=spec.name.clone()>
-                                        <td><code>{spec.name.clone()}</code> <span class="muted">{spec.kind.clone()}</span></td>
+                                        <td><code>{spec.name.clone()}</code> " " <span class="muted">{spec.kind.clone()}</span></td>
                                         <td>
                                             <input name=spec.name.clone() class="param-value" prop:value=move || value.get()
                                                 on:input=move |ev| value.set(event_target_value(&ev))/>

@@ -45,21 +45,23 @@ impl Runner {
             Ok(path) => path,
             Err(e) => return failed(format!("cannot fetch the plugin: {e}")),
         };
-        let Some(&device) = job.devices.first() else {
+        if job.devices.is_empty() {
             return failed("the portal gave the job no device".into());
-        };
+        }
         let mut command = Command::new(&self.exe);
         command
             .arg("run")
             .arg(&plugin)
             .arg("--events")
             .args(["--backend", self.backend.as_str()])
-            .args(["--device", &device.to_string()])
             .args(["--timeout", &job.time_limit_secs.to_string()])
             .args(["--gpu-memory-mib", &job.gpu_memory_mib.to_string()])
             .args(["--wasm-memory-mib", &job.wasm_memory_mib.to_string()])
             .arg("--cache-dir")
             .arg(&self.cache_dir);
+        for device in &job.devices {
+            command.arg("--device").arg(device.to_string());
+        }
         for (name, value) in &job.params {
             command.arg("--param").arg(format!("{name}={value}"));
         }

@@ -28,9 +28,10 @@ pub struct RunArgs {
     /// Which GPU backend to use.
     #[arg(long, value_enum, default_value_t = BackendKind::Cuda)]
     pub backend: BackendKind,
-    /// CUDA device ordinal.
-    #[arg(long, default_value_t = 0)]
-    pub device: usize,
+    /// CUDA device ordinal; repeat for a plugin that works across several GPUs (it imports
+    /// `peers`), which gets these devices in this order.
+    #[arg(long = "device", default_values_t = [0])]
+    pub devices: Vec<usize>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -111,11 +112,28 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(resolved) => resolved,
         Err(e) => return fail(&args, Some(&loaded), e.to_string()),
     };
-    let gpu = match backend::open(args.backend, args.device, cache.as_deref()) {
-        Ok(gpu) => gpu,
-        Err(e) => return fail(&args, Some(&loaded), format!("{e:#}")),
-    };
-    let device = Device::new(args.device, gpu.info());
+    if args.devices.len() > 1 && !loaded.wants_peers {
+        let message = format!(
+            "{} runs on one GPU (it does not import peers): give one --device",
+            loaded.info.name
+        );
+        return fail(&args, Some(&loaded), message);
+    }
+    let mut gpus = Vec::with_capacity(args.devices.len());
+    for &ordinal in &args.devices {
+        match backend::open(args.backend, ordinal, cache.as_deref()) {
+            Ok(gpu) => gpus.push(gpu),
+            Err(e) => return fail(&args, Some(&loaded), format!("{e:#}")),
+        }
+    }
+    let devices: Vec<Device> = args
+        .devices
+        .iter()
+        .zip(&gpus)
+        .map(|(ordinal, gpu)| Device::new(*ordinal, gpu.info()))
+        .collect();
+    let device = devices[0].clone();
+    let gpu = gpus.remove(0);
     let limits = RunLimits {
         wall_time: Duration::from_secs(args.timeout),
         gpu_memory: args.gpu_memory_mib << 20,
@@ -124,10 +142,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let (quiet, events) = (args.json, args.events);
     let usage_before = usage::Usage::now();
-    let result = engine.run(
+    let result = engine.run_on(
         &loaded,
         &resolved,
         gpu,
+        gpus,
         &limits,
         Box::new(move |event| match event {
             RunEvent::Progress(fraction, note) if events => {
@@ -149,7 +168,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let result = json!({
         "simulated": report.simulated,
-        "devices": [device],
+        "devices": devices,
         "metrics": report.metrics.iter()
             .map(|m| json!({ "name": m.name, "value": m.value, "unit": m.unit }))
             .collect::<Vec<_>>(),

@@ -75,6 +75,8 @@ pub struct CudaGpu {
     next: u64,
     ptx_cache: Option<PathBuf>,
     faulted: bool,
+    /// Contexts this one was given direct access to during the run.
+    peers: Vec<sys::CUcontext>,
 }
 
 // SAFETY: the raw CUDA handles in `objects` are plain identifiers that the driver accepts from any
@@ -178,6 +180,13 @@ impl CudaGpu {
             next: 1,
             ptx_cache,
             faulted: false,
+            peers: Vec::new(),
+        })
+    }
+
+    fn context(&self) -> Result<&Arc<CudaContext>, GpuError> {
+        self.ctx.as_ref().ok_or_else(|| {
+            GpuError::Driver("an earlier kernel fault left CUDA unusable in this process".into())
         })
     }
 
@@ -726,10 +735,92 @@ impl GpuBackend for CudaGpu {
             }
             CudaGpu::free_object(object);
         }
+        for peer in std::mem::take(&mut self.peers) {
+            // SAFETY: `peer` is a context this one enabled access to in this run; disabling it
+            // again leaves both contexts as they were before the run.
+            let _ = unsafe { sys::cuCtxDisablePeerAccess(peer) };
+        }
         if self.faulted {
             // The fault is sticky for the process: release the context and refuse further work.
             self.ctx = None;
         }
         left
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn can_access_peer(&mut self, peer: &mut dyn GpuBackend) -> Result<bool, GpuError> {
+        let peer = crate::same_kind::<CudaGpu>(peer)?;
+        let (mine, theirs) = (self.context()?.cu_device(), peer.context()?.cu_device());
+        let mut can: std::ffi::c_int = 0;
+        // SAFETY: both are valid device ordinals of this process and `can` outlives the call.
+        let result = unsafe { sys::cuDeviceCanAccessPeer(&mut can, mine, theirs).result() };
+        result.map_err(driver)?;
+        Ok(can != 0)
+    }
+
+    fn set_peer_access(
+        &mut self,
+        peer: &mut dyn GpuBackend,
+        enabled: bool,
+    ) -> Result<(), GpuError> {
+        let peer_ctx = crate::same_kind::<CudaGpu>(peer)?.context()?.cu_ctx();
+        self.bind()?;
+        use sys::cudaError_enum as E;
+        let result = if enabled {
+            // SAFETY: `peer_ctx` is a live context of this process; this one is current.
+            unsafe { sys::cuCtxEnablePeerAccess(peer_ctx, 0) }
+        } else {
+            // SAFETY: as above.
+            unsafe { sys::cuCtxDisablePeerAccess(peer_ctx) }
+        };
+        match result {
+            E::CUDA_SUCCESS => {
+                if enabled {
+                    self.peers.push(peer_ctx);
+                } else {
+                    self.peers.retain(|p| *p != peer_ctx);
+                }
+                Ok(())
+            }
+            // Asking for the state it is in already is no error.
+            E::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED | E::CUDA_ERROR_PEER_ACCESS_NOT_ENABLED => {
+                Ok(())
+            }
+            other => Err(driver(DriverError(other))),
+        }
+    }
+
+    fn copy_to_peer(
+        &mut self,
+        src: Handle,
+        src_offset: u64,
+        peer: &mut dyn GpuBackend,
+        dst: Handle,
+        dst_offset: u64,
+        len: u64,
+        stream: Handle,
+    ) -> Result<(), GpuError> {
+        let peer = crate::same_kind::<CudaGpu>(peer)?;
+        let (dst, dst_ctx) = (peer.device_ptr(dst)?, peer.context()?.cu_ctx());
+        self.bind()?;
+        let (src, src_ctx) = (self.device_ptr(src)?, self.context()?.cu_ctx());
+        let stream = self.stream(stream)?;
+        // SAFETY: both pointers are live allocations of their contexts, the caller checked both
+        // ranges against the buffers' sizes, and the stream belongs to this (current) context.
+        let result = unsafe {
+            sys::cuMemcpyPeerAsync(
+                dst + dst_offset,
+                dst_ctx,
+                src + src_offset,
+                src_ctx,
+                checked(len)?,
+                stream,
+            )
+            .result()
+        };
+        self.track(result)
     }
 }

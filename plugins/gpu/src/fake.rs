@@ -40,6 +40,7 @@ pub struct FakeGpu {
     device_bytes: u64,
     launches: Arc<Mutex<Vec<LaunchRecord>>>,
     fail_next_launch: Option<GpuError>,
+    peers: Vec<String>,
 }
 
 impl std::fmt::Debug for FakeGpu {
@@ -78,6 +79,7 @@ impl FakeGpu {
             device_bytes: 0,
             launches: Arc::default(),
             fail_next_launch: None,
+            peers: Vec::new(),
         }
     }
 
@@ -471,7 +473,54 @@ impl GpuBackend for FakeGpu {
         }
         self.objects.clear();
         self.device_bytes = 0;
+        self.peers.clear();
         left
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn can_access_peer(&mut self, peer: &mut dyn GpuBackend) -> Result<bool, GpuError> {
+        // Simulated devices are all connected to each other, as on an NVLink machine.
+        crate::same_kind::<FakeGpu>(peer).map(|_| true)
+    }
+
+    fn set_peer_access(
+        &mut self,
+        peer: &mut dyn GpuBackend,
+        enabled: bool,
+    ) -> Result<(), GpuError> {
+        let id = crate::same_kind::<FakeGpu>(peer)?.info.pci_bus_id.clone();
+        self.peers.retain(|p| *p != id);
+        if enabled {
+            self.peers.push(id);
+        }
+        Ok(())
+    }
+
+    fn copy_to_peer(
+        &mut self,
+        src: Handle,
+        src_offset: u64,
+        peer: &mut dyn GpuBackend,
+        dst: Handle,
+        dst_offset: u64,
+        len: u64,
+        stream: Handle,
+    ) -> Result<(), GpuError> {
+        self.check_stream(stream)?;
+        let data = slice(self.buffer(src)?, src_offset, len)?.to_vec();
+        let peer = crate::same_kind::<FakeGpu>(peer)?;
+        slice_mut(peer.buffer(dst)?, dst_offset, len)?.copy_from_slice(&data);
+        Ok(())
+    }
+}
+
+impl FakeGpu {
+    /// The PCI bus ids of the peers this device has direct access to, in this run.
+    pub fn peers(&self) -> &[String] {
+        &self.peers
     }
 }
 

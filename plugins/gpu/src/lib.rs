@@ -130,6 +130,15 @@ impl Leftovers {
     }
 }
 
+impl std::ops::AddAssign for Leftovers {
+    fn add_assign(&mut self, other: Leftovers) {
+        self.buffers += other.buffers;
+        self.host_buffers += other.host_buffers;
+        self.modules += other.modules;
+        self.streams_and_events += other.streams_and_events;
+    }
+}
+
 impl fmt::Display for Leftovers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -227,7 +236,37 @@ pub trait GpuBackend: Send {
     fn event_query(&mut self, event: Handle) -> Result<bool, GpuError>;
     /// Milliseconds from `start` to `end`.
     fn event_elapsed_ms(&mut self, start: Handle, end: Handle) -> Result<f32, GpuError>;
-    /// Ends a run: frees everything still allocated. After a kernel fault a backend that cannot
-    /// recover in-process refuses further work with an error saying so. Returns what was freed.
+    /// Ends a run: frees everything still allocated and turns peer access off again. After a
+    /// kernel fault a backend that cannot recover in-process refuses further work with an error
+    /// saying so. Returns what was freed.
     fn end_run(&mut self) -> Leftovers;
+
+    /// This backend as `Any`, so that a peer of the same kind can reach its memory.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+    /// Whether this device can access `peer`'s memory directly (`cuDeviceCanAccessPeer`).
+    fn can_access_peer(&mut self, peer: &mut dyn GpuBackend) -> Result<bool, GpuError>;
+    /// Turns this device's direct access to `peer`'s memory on or off.
+    fn set_peer_access(&mut self, peer: &mut dyn GpuBackend, enabled: bool)
+    -> Result<(), GpuError>;
+    /// Copies `len` bytes of this device's buffer `src` at `src_offset` into `peer`'s buffer
+    /// `dst` at `dst_offset`, on this device's `stream`: directly when peer access is on,
+    /// staged through host memory otherwise. Ranges are checked by the caller.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_to_peer(
+        &mut self,
+        src: Handle,
+        src_offset: u64,
+        peer: &mut dyn GpuBackend,
+        dst: Handle,
+        dst_offset: u64,
+        len: u64,
+        stream: Handle,
+    ) -> Result<(), GpuError>;
+}
+
+/// The backend `peer` as a `T`, or an error: peers must be of one kind.
+pub fn same_kind<T: 'static>(peer: &mut dyn GpuBackend) -> Result<&mut T, GpuError> {
+    peer.as_any_mut().downcast_mut::<T>().ok_or_else(|| {
+        GpuError::InvalidArgument("the devices of a run must use the same backend".into())
+    })
 }

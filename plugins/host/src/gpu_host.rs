@@ -1,11 +1,13 @@
-//! The `gpu` and `report` imports: every call checks its arguments and the run's limits before
-//! the backend sees it, and every resource is counted so that a run cannot hoard the device.
+//! The `gpu`, `peers` and `report` imports: every call checks its arguments and the run's limits
+//! before the backend sees it, and every resource is counted so that a run cannot hoard a device.
+//! Device memory, streams and events belong to one device of the run; the `gpu` interface uses
+//! device 0, and work that mixes devices goes through `peers.copy-peer`.
 
 use passage_gpu::{GpuError, Handle, KernelArg, LaunchConfig};
 use wasmtime::component::Resource;
 
 use crate::bindings::GpuError as WitGpuError;
-use crate::bindings::passage::plugin::{gpu, report, types};
+use crate::bindings::passage::plugin::{gpu, peers, report, types};
 use crate::state::{LogLevel, Metric, RunEvent, RunState};
 
 /// The most bytes one `read` or `write` call moves between the plugin and the host.
@@ -16,6 +18,7 @@ const MAX_TRANSFER: u64 = 256 << 20;
 pub struct BufferRes {
     handle: Handle,
     size: u64,
+    device: usize,
 }
 
 /// Host memory of the run.
@@ -44,12 +47,25 @@ pub struct KernelRes {
 #[derive(Debug)]
 pub struct StreamRes {
     handle: Handle,
+    device: usize,
 }
 
 /// An event.
 #[derive(Debug)]
 pub struct EventRes {
     handle: Handle,
+    device: usize,
+}
+
+/// The device that every one of `devices` is on, or an error naming `what` mixes devices.
+fn one_device(what: &str, devices: &[usize]) -> Result<usize, GpuError> {
+    match devices.split_first() {
+        Some((first, rest)) if rest.iter().all(|d| d == first) => Ok(*first),
+        Some(_) => Err(GpuError::InvalidArgument(format!(
+            "{what} mixes devices {devices:?}: move data between devices with peers.copy-peer"
+        ))),
+        None => Ok(0),
+    }
 }
 
 fn to_wit(error: GpuError) -> WitGpuError {
@@ -84,16 +100,78 @@ fn check_transfer(len: u64) -> Result<(), GpuError> {
 }
 
 impl RunState {
-    /// Runs `call` on the GPU, remembering faults and translating errors for the plugin.
+    /// Runs `call` on device 0, remembering faults and translating errors for the plugin.
     fn with_gpu<T>(
         &mut self,
         call: impl FnOnce(&mut (dyn passage_gpu::GpuBackend + 'static)) -> Result<T, GpuError>,
     ) -> Result<T, WitGpuError> {
-        let result = match self.gpu() {
-            Ok(gpu) => call(gpu),
-            Err(e) => Err(e),
-        };
+        self.with_device(Ok(0), call)
+    }
+
+    /// Runs `call` on `device` (itself the result of a check), as [`RunState::with_gpu`].
+    fn with_device<T>(
+        &mut self,
+        device: Result<usize, GpuError>,
+        call: impl FnOnce(&mut (dyn passage_gpu::GpuBackend + 'static)) -> Result<T, GpuError>,
+    ) -> Result<T, WitGpuError> {
+        let result = device.and_then(|d| self.device(d)).and_then(call);
         self.note(result).map_err(to_wit)
+    }
+
+    /// Allocates `size` bytes on `device`, within the run's limits.
+    fn alloc_on(&mut self, device: usize, size: u64) -> WitResult<Resource<BufferRes>> {
+        if let Err(e) = self.admit_resource() {
+            return Ok(Err(e));
+        }
+        if size == 0 {
+            return Ok(Err(WitGpuError::InvalidArgument(
+                "a buffer needs at least one byte".into(),
+            )));
+        }
+        if self.gpu_bytes.saturating_add(size) > self.gpu_limit {
+            return Ok(Err(WitGpuError::LimitExceeded(format!(
+                "{size} more bytes would take the run past its GPU memory limit of {} bytes ({} in use)",
+                self.gpu_limit, self.gpu_bytes
+            ))));
+        }
+        match self.with_device(Ok(device), |gpu| gpu.alloc(size)) {
+            Ok(handle) => {
+                self.gpu_bytes += size;
+                Ok(Ok(self.added(BufferRes {
+                    handle,
+                    size,
+                    device,
+                })?))
+            }
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// A stream on `device`.
+    fn stream_on(&mut self, device: usize) -> WitResult<Resource<StreamRes>> {
+        if let Err(e) = self.admit_resource() {
+            return Ok(Err(e));
+        }
+        match self.with_device(Ok(device), |gpu| gpu.stream_create()) {
+            Ok(handle) => Ok(Ok(self.added(StreamRes { handle, device })?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// An event on `device`.
+    fn event_on(&mut self, device: usize) -> WitResult<Resource<EventRes>> {
+        if let Err(e) = self.admit_resource() {
+            return Ok(Err(e));
+        }
+        match self.with_device(Ok(device), |gpu| gpu.event_create()) {
+            Ok(handle) => Ok(Ok(self.added(EventRes { handle, device })?)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// The backend a resource of `device` is freed on, if the run still has it.
+    fn owner(&mut self, device: usize) -> Option<&mut (dyn passage_gpu::GpuBackend + 'static)> {
+        self.gpus.get_mut(device).map(|gpu| gpu.as_mut())
     }
 
     fn admit_resource(&self) -> Result<(), WitGpuError> {
@@ -118,9 +196,9 @@ impl RunState {
         Ok(value)
     }
 
-    fn buffer(&self, resource: &Resource<BufferRes>) -> wasmtime::Result<(Handle, u64)> {
+    fn buffer(&self, resource: &Resource<BufferRes>) -> wasmtime::Result<(Handle, u64, usize)> {
         let buffer = self.table.get(resource)?;
-        Ok((buffer.handle, buffer.size))
+        Ok((buffer.handle, buffer.size, buffer.device))
     }
 
     fn host_buffer(&self, resource: &Resource<HostMemoryRes>) -> wasmtime::Result<(Handle, u64)> {
@@ -128,12 +206,14 @@ impl RunState {
         Ok((buffer.handle, buffer.size))
     }
 
-    fn stream(&self, resource: &Resource<StreamRes>) -> wasmtime::Result<Handle> {
-        Ok(self.table.get(resource)?.handle)
+    fn stream(&self, resource: &Resource<StreamRes>) -> wasmtime::Result<(Handle, usize)> {
+        let stream = self.table.get(resource)?;
+        Ok((stream.handle, stream.device))
     }
 
-    fn event(&self, resource: &Resource<EventRes>) -> wasmtime::Result<Handle> {
-        Ok(self.table.get(resource)?.handle)
+    fn event(&self, resource: &Resource<EventRes>) -> wasmtime::Result<(Handle, usize)> {
+        let event = self.table.get(resource)?;
+        Ok((event.handle, event.device))
     }
 }
 
@@ -143,48 +223,31 @@ impl types::Host for RunState {}
 
 impl gpu::Host for RunState {
     fn device(&mut self) -> wasmtime::Result<gpu::DeviceInfo> {
-        let Some(gpu) = self.gpu.as_deref() else {
+        let Some(gpu) = self.gpus.first() else {
             wasmtime::bail!("describe must not use the GPU");
         };
-        let info = gpu.info();
-        Ok(gpu::DeviceInfo {
-            name: info.name.clone(),
-            total_memory: info.total_memory,
-            capability_major: info.capability.0,
-            capability_minor: info.capability.1,
-            multiprocessors: info.multiprocessors,
-            clock_khz: info.clock_khz,
-            memory_clock_khz: info.memory_clock_khz,
-            memory_bus_width: info.memory_bus_width,
-            pci_bus_id: info.pci_bus_id.clone(),
-            simulated: info.simulated,
-        })
+        Ok(device_info(gpu.info()))
+    }
+}
+
+fn device_info(info: &passage_gpu::DeviceInfo) -> gpu::DeviceInfo {
+    gpu::DeviceInfo {
+        name: info.name.clone(),
+        total_memory: info.total_memory,
+        capability_major: info.capability.0,
+        capability_minor: info.capability.1,
+        multiprocessors: info.multiprocessors,
+        clock_khz: info.clock_khz,
+        memory_clock_khz: info.memory_clock_khz,
+        memory_bus_width: info.memory_bus_width,
+        pci_bus_id: info.pci_bus_id.clone(),
+        simulated: info.simulated,
     }
 }
 
 impl gpu::HostBuffer for RunState {
     fn alloc(&mut self, size: u64) -> WitResult<Resource<BufferRes>> {
-        if let Err(e) = self.admit_resource() {
-            return Ok(Err(e));
-        }
-        if size == 0 {
-            return Ok(Err(WitGpuError::InvalidArgument(
-                "a buffer needs at least one byte".into(),
-            )));
-        }
-        if self.gpu_bytes.saturating_add(size) > self.gpu_limit {
-            return Ok(Err(WitGpuError::LimitExceeded(format!(
-                "{size} more bytes would take the run past its GPU memory limit of {} bytes ({} in use)",
-                self.gpu_limit, self.gpu_bytes
-            ))));
-        }
-        match self.with_gpu(|gpu| gpu.alloc(size)) {
-            Ok(handle) => {
-                self.gpu_bytes += size;
-                Ok(Ok(self.added(BufferRes { handle, size })?))
-            }
-            Err(e) => Ok(Err(e)),
-        }
+        self.alloc_on(0, size)
     }
 
     fn size(&mut self, buffer: Resource<BufferRes>) -> wasmtime::Result<u64> {
@@ -192,8 +255,8 @@ impl gpu::HostBuffer for RunState {
     }
 
     fn write(&mut self, buffer: Resource<BufferRes>, offset: u64, data: Vec<u8>) -> WitResult<()> {
-        let (handle, size) = self.buffer(&buffer)?;
-        Ok(self.with_gpu(|gpu| {
+        let (handle, size, device) = self.buffer(&buffer)?;
+        Ok(self.with_device(Ok(device), |gpu| {
             check_transfer(data.len() as u64)?;
             check_range("buffer write", size, offset, data.len() as u64)?;
             gpu.write(handle, offset, &data)
@@ -201,8 +264,8 @@ impl gpu::HostBuffer for RunState {
     }
 
     fn read(&mut self, buffer: Resource<BufferRes>, offset: u64, len: u64) -> WitResult<Vec<u8>> {
-        let (handle, size) = self.buffer(&buffer)?;
-        Ok(self.with_gpu(|gpu| {
+        let (handle, size, device) = self.buffer(&buffer)?;
+        Ok(self.with_device(Ok(device), |gpu| {
             check_transfer(len)?;
             check_range("buffer read", size, offset, len)?;
             gpu.read(handle, offset, len)
@@ -215,9 +278,10 @@ impl gpu::HostBuffer for RunState {
         value: u8,
         s: Resource<StreamRes>,
     ) -> WitResult<()> {
-        let (handle, _) = self.buffer(&buffer)?;
-        let stream = self.stream(&s)?;
-        Ok(self.with_gpu(|gpu| gpu.fill(handle, value, stream)))
+        let (handle, _, device) = self.buffer(&buffer)?;
+        let (stream, on) = self.stream(&s)?;
+        let device = one_device("fill", &[device, on]);
+        Ok(self.with_device(device, |gpu| gpu.fill(handle, value, stream)))
     }
 
     fn copy_from(
@@ -229,10 +293,11 @@ impl gpu::HostBuffer for RunState {
         len: u64,
         s: Resource<StreamRes>,
     ) -> WitResult<()> {
-        let (dst, dst_size) = self.buffer(&buffer)?;
-        let (src, src_size) = self.buffer(&src)?;
-        let stream = self.stream(&s)?;
-        Ok(self.with_gpu(|gpu| {
+        let (dst, dst_size, dst_device) = self.buffer(&buffer)?;
+        let (src, src_size, src_device) = self.buffer(&src)?;
+        let (stream, on) = self.stream(&s)?;
+        let device = one_device("copy-from", &[dst_device, src_device, on]);
+        Ok(self.with_device(device, |gpu| {
             check_range("copy destination", dst_size, offset, len)?;
             check_range("copy source", src_size, src_offset, len)?;
             gpu.copy(dst, offset, src, src_offset, len, stream)
@@ -248,10 +313,12 @@ impl gpu::HostBuffer for RunState {
         len: u64,
         s: Resource<StreamRes>,
     ) -> WitResult<()> {
-        let (dst, dst_size) = self.buffer(&buffer)?;
+        let (dst, dst_size, device) = self.buffer(&buffer)?;
         let (src, src_size) = self.host_buffer(&src)?;
-        let stream = self.stream(&s)?;
-        Ok(self.with_gpu(|gpu| {
+        let (stream, on) = self.stream(&s)?;
+        // Host memory belongs to device 0's context.
+        let device = one_device("upload", &[0, device, on]);
+        Ok(self.with_device(device, |gpu| {
             check_range("upload destination", dst_size, offset, len)?;
             check_range("upload source", src_size, src_offset, len)?;
             gpu.upload(dst, offset, src, src_offset, len, stream)
@@ -267,10 +334,11 @@ impl gpu::HostBuffer for RunState {
         len: u64,
         s: Resource<StreamRes>,
     ) -> WitResult<()> {
-        let (src, src_size) = self.buffer(&buffer)?;
+        let (src, src_size, device) = self.buffer(&buffer)?;
         let (dst, dst_size) = self.host_buffer(&dst)?;
-        let stream = self.stream(&s)?;
-        Ok(self.with_gpu(|gpu| {
+        let (stream, on) = self.stream(&s)?;
+        let device = one_device("download", &[0, device, on]);
+        Ok(self.with_device(device, |gpu| {
             check_range("download source", src_size, offset, len)?;
             check_range("download destination", dst_size, dst_offset, len)?;
             gpu.download(src, offset, dst, dst_offset, len, stream)
@@ -280,7 +348,7 @@ impl gpu::HostBuffer for RunState {
     fn drop(&mut self, buffer: Resource<BufferRes>) -> wasmtime::Result<()> {
         let buffer = self.removed(buffer)?;
         self.gpu_bytes = self.gpu_bytes.saturating_sub(buffer.size);
-        if let Some(gpu) = self.gpu.as_deref_mut() {
+        if let Some(gpu) = self.owner(buffer.device) {
             gpu.free(buffer.handle).ok();
         }
         Ok(())
@@ -356,7 +424,7 @@ impl gpu::HostHostMemory for RunState {
     fn drop(&mut self, buffer: Resource<HostMemoryRes>) -> wasmtime::Result<()> {
         let buffer = self.removed(buffer)?;
         self.gpu_bytes = self.gpu_bytes.saturating_sub(buffer.size);
-        if let Some(gpu) = self.gpu.as_deref_mut() {
+        if let Some(gpu) = self.owner(0) {
             gpu.host_free(buffer.handle).ok();
         }
         Ok(())
@@ -405,7 +473,7 @@ impl gpu::HostModule for RunState {
 
     fn drop(&mut self, module: Resource<ModuleRes>) -> wasmtime::Result<()> {
         let module = self.removed(module)?;
-        if let Some(gpu) = self.gpu.as_deref_mut() {
+        if let Some(gpu) = self.owner(0) {
             gpu.unload(module.handle).ok();
         }
         Ok(())
@@ -424,11 +492,23 @@ impl gpu::HostKernel for RunState {
         args: Vec<gpu::KernelArg>,
         s: Resource<StreamRes>,
     ) -> WitResult<()> {
-        let stream = self.stream(&s)?;
+        let (stream, on) = self.stream(&s)?;
+        // Modules, and so kernels, are device 0's.
+        let mut device = if on == 0 {
+            Ok(0)
+        } else {
+            one_device("launch", &[0, on])
+        };
         let mut lowered = Vec::with_capacity(args.len());
         for arg in &args {
             lowered.push(match arg {
-                gpu::KernelArg::Buffer(buffer) => KernelArg::Buffer(self.buffer(buffer)?.0),
+                gpu::KernelArg::Buffer(buffer) => {
+                    let (handle, _, on) = self.buffer(buffer)?;
+                    if on != 0 && device.is_ok() {
+                        device = one_device("launch", &[0, on]);
+                    }
+                    KernelArg::Buffer(handle)
+                }
                 gpu::KernelArg::S32(v) => KernelArg::I32(*v),
                 gpu::KernelArg::U32(v) => KernelArg::U32(*v),
                 gpu::KernelArg::S64(v) => KernelArg::I64(*v),
@@ -449,7 +529,7 @@ impl gpu::HostKernel for RunState {
                 .and_then(|()| check_shape(&kernel.name, &launch));
             (kernel.handle, checked)
         };
-        Ok(self.with_gpu(|gpu| {
+        Ok(self.with_device(device, |gpu| {
             checked?;
             gpu.launch(handle, &launch, &lowered, stream)
         }))
@@ -501,23 +581,17 @@ fn check_shape(name: &str, config: &LaunchConfig) -> Result<(), GpuError> {
 
 impl gpu::HostStream for RunState {
     fn create(&mut self) -> WitResult<Resource<StreamRes>> {
-        if let Err(e) = self.admit_resource() {
-            return Ok(Err(e));
-        }
-        match self.with_gpu(|gpu| gpu.stream_create()) {
-            Ok(handle) => Ok(Ok(self.added(StreamRes { handle })?)),
-            Err(e) => Ok(Err(e)),
-        }
+        self.stream_on(0)
     }
 
     fn synchronize(&mut self, s: Resource<StreamRes>) -> WitResult<()> {
-        let stream = self.stream(&s)?;
-        Ok(self.with_gpu(|gpu| gpu.stream_sync(stream)))
+        let (stream, device) = self.stream(&s)?;
+        Ok(self.with_device(Ok(device), |gpu| gpu.stream_sync(stream)))
     }
 
     fn drop(&mut self, s: Resource<StreamRes>) -> wasmtime::Result<()> {
         let stream = self.removed(s)?;
-        if let Some(gpu) = self.gpu.as_deref_mut() {
+        if let Some(gpu) = self.owner(stream.device) {
             gpu.stream_destroy(stream.handle).ok();
         }
         Ok(())
@@ -526,43 +600,113 @@ impl gpu::HostStream for RunState {
 
 impl gpu::HostEvent for RunState {
     fn create(&mut self) -> WitResult<Resource<EventRes>> {
-        if let Err(e) = self.admit_resource() {
-            return Ok(Err(e));
-        }
-        match self.with_gpu(|gpu| gpu.event_create()) {
-            Ok(handle) => Ok(Ok(self.added(EventRes { handle })?)),
-            Err(e) => Ok(Err(e)),
-        }
+        self.event_on(0)
     }
 
     fn record(&mut self, event: Resource<EventRes>, s: Resource<StreamRes>) -> WitResult<()> {
-        let event = self.event(&event)?;
-        let stream = self.stream(&s)?;
-        Ok(self.with_gpu(|gpu| gpu.event_record(event, stream)))
+        let (event, device) = self.event(&event)?;
+        let (stream, on) = self.stream(&s)?;
+        let device = one_device("event record", &[device, on]);
+        Ok(self.with_device(device, |gpu| gpu.event_record(event, stream)))
     }
 
     fn synchronize(&mut self, event: Resource<EventRes>) -> WitResult<()> {
-        let event = self.event(&event)?;
-        Ok(self.with_gpu(|gpu| gpu.event_sync(event)))
+        let (event, device) = self.event(&event)?;
+        Ok(self.with_device(Ok(device), |gpu| gpu.event_sync(event)))
     }
 
     fn query(&mut self, event: Resource<EventRes>) -> WitResult<bool> {
-        let event = self.event(&event)?;
-        Ok(self.with_gpu(|gpu| gpu.event_query(event)))
+        let (event, device) = self.event(&event)?;
+        Ok(self.with_device(Ok(device), |gpu| gpu.event_query(event)))
     }
 
     fn elapsed_ms(&mut self, end: Resource<EventRes>, start: Resource<EventRes>) -> WitResult<f32> {
-        let end = self.event(&end)?;
-        let start = self.event(&start)?;
-        Ok(self.with_gpu(|gpu| gpu.event_elapsed_ms(start, end)))
+        let (end, end_device) = self.event(&end)?;
+        let (start, start_device) = self.event(&start)?;
+        let device = one_device("elapsed-ms", &[start_device, end_device]);
+        Ok(self.with_device(device, |gpu| gpu.event_elapsed_ms(start, end)))
     }
 
     fn drop(&mut self, event: Resource<EventRes>) -> wasmtime::Result<()> {
         let event = self.removed(event)?;
-        if let Some(gpu) = self.gpu.as_deref_mut() {
+        if let Some(gpu) = self.owner(event.device) {
             gpu.event_destroy(event.handle).ok();
         }
         Ok(())
+    }
+}
+
+impl peers::Host for RunState {
+    fn devices(&mut self) -> wasmtime::Result<Vec<gpu::DeviceInfo>> {
+        if self.gpus.is_empty() {
+            wasmtime::bail!("describe must not use the GPU");
+        }
+        Ok(self.gpus.iter().map(|g| device_info(g.info())).collect())
+    }
+
+    fn can_access_peer(&mut self, from: u32, to: u32) -> WitResult<bool> {
+        let result = self
+            .pair(from as usize, to as usize)
+            .and_then(|(a, b)| a.can_access_peer(b));
+        Ok(self.note(result).map_err(to_wit))
+    }
+
+    fn set_peer_access(&mut self, from: u32, to: u32, enabled: bool) -> WitResult<()> {
+        let result = self.pair(from as usize, to as usize).and_then(|(a, b)| {
+            if enabled && !a.can_access_peer(b)? {
+                return Err(GpuError::InvalidArgument(format!(
+                    "device {from} cannot access device {to} directly"
+                )));
+            }
+            a.set_peer_access(b, enabled)
+        });
+        Ok(self.note(result).map_err(to_wit))
+    }
+
+    fn alloc(&mut self, device: u32, size: u64) -> WitResult<Resource<BufferRes>> {
+        self.alloc_on(device as usize, size)
+    }
+
+    fn create_stream(&mut self, device: u32) -> WitResult<Resource<StreamRes>> {
+        self.stream_on(device as usize)
+    }
+
+    fn create_event(&mut self, device: u32) -> WitResult<Resource<EventRes>> {
+        self.event_on(device as usize)
+    }
+
+    fn copy_peer(
+        &mut self,
+        dst: Resource<BufferRes>,
+        dst_offset: u64,
+        src: Resource<BufferRes>,
+        src_offset: u64,
+        len: u64,
+        s: Resource<StreamRes>,
+    ) -> WitResult<()> {
+        let (dst, dst_size, dst_device) = self.buffer(&dst)?;
+        let (src, src_size, src_device) = self.buffer(&src)?;
+        let (stream, on) = self.stream(&s)?;
+        let checks = check_range("copy-peer destination", dst_size, dst_offset, len)
+            .and_then(|()| check_range("copy-peer source", src_size, src_offset, len))
+            .and_then(|()| match on == src_device {
+                true => Ok(()),
+                false => Err(GpuError::InvalidArgument(format!(
+                    "copy-peer runs on a stream of the source's device {src_device}, not {on}"
+                ))),
+            });
+        if let Err(e) = checks {
+            return Ok(Err(to_wit(e)));
+        }
+        if dst_device == src_device {
+            return Ok(self.with_device(Ok(src_device), |gpu| {
+                gpu.copy(dst, dst_offset, src, src_offset, len, stream)
+            }));
+        }
+        let result = self.pair(src_device, dst_device).and_then(|(from, to)| {
+            from.copy_to_peer(src, src_offset, to, dst, dst_offset, len, stream)
+        });
+        Ok(self.note(result).map_err(to_wit))
     }
 }
 

@@ -30,6 +30,8 @@ use crate::state::RunState;
 
 /// How often the epoch advances: the resolution of wall-time limits.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The interface whose import asks for every GPU of the machine.
+const PEERS_INTERFACE: &str = "passage:plugin/peers";
 /// How long `describe` may take: it only returns a record, and uploads are described on the
 /// portal, which must not be held up by a plugin that loops.
 const DESCRIBE_TIME: Duration = Duration::from_secs(5);
@@ -97,6 +99,8 @@ pub struct LoadedPlugin {
     pub info: PluginInfo,
     /// SHA-256 of the component's bytes, hex.
     pub sha256: String,
+    /// True when it imports `peers`: it runs on every GPU of a machine, not on one.
+    pub wants_peers: bool,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -104,6 +108,7 @@ impl std::fmt::Debug for LoadedPlugin {
         f.debug_struct("LoadedPlugin")
             .field("info", &self.info)
             .field("sha256", &self.sha256)
+            .field("wants_peers", &self.wants_peers)
             .finish()
     }
 }
@@ -123,10 +128,12 @@ pub struct RunReport {
     pub simulated: bool,
 }
 
-/// The result of [`PluginEngine::run`]: the backend comes back whatever happened.
+/// The result of [`PluginEngine::run`]: the backends come back whatever happened.
 pub struct RunResult {
     /// The GPU backend, cleaned up and ready for the next run.
     pub gpu: Box<dyn GpuBackend>,
+    /// The run's further devices ([`PluginEngine::run_on`]), cleaned up as well.
+    pub peers: Vec<Box<dyn GpuBackend>>,
     /// The run's report or why it failed.
     pub outcome: Result<RunReport, PluginError>,
 }
@@ -232,10 +239,15 @@ impl PluginEngine {
             .call_describe(&mut store)
             .map_err(|e| classify_trap(e, DESCRIBE_TIME))?;
         let info = PluginInfo::from_wit(info).map_err(PluginError::WrongWorld)?;
+        let wants_peers = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with(PEERS_INTERFACE));
         Ok(LoadedPlugin {
             component,
             info,
             sha256,
+            wants_peers,
         })
     }
 
@@ -249,9 +261,25 @@ impl PluginEngine {
         limits: &RunLimits,
         events: Box<dyn FnMut(&RunEvent) + Send>,
     ) -> RunResult {
+        self.run_on(plugin, params, gpu, Vec::new(), limits, events)
+    }
+
+    /// As [`PluginEngine::run`], with `peers` as the run's devices 1, 2, … for the `peers`
+    /// interface. The limits hold for all the devices together.
+    pub fn run_on(
+        &self,
+        plugin: &LoadedPlugin,
+        params: &[(String, ParamValue)],
+        gpu: Box<dyn GpuBackend>,
+        peers: Vec<Box<dyn GpuBackend>>,
+        limits: &RunLimits,
+        events: Box<dyn FnMut(&RunEvent) + Send>,
+    ) -> RunResult {
         let started = Instant::now();
-        let simulated = gpu.info().simulated;
-        let mut store = self.store(RunState::running(gpu, limits, events), limits);
+        let simulated = gpu.info().simulated || peers.iter().any(|p| p.info().simulated);
+        let mut gpus = vec![gpu];
+        gpus.extend(peers);
+        let mut store = self.store(RunState::running(gpus, limits, events), limits);
         let outcome = self
             .instantiate(&mut store, &plugin.component)
             .and_then(|instance| {
@@ -265,12 +293,16 @@ impl PluginEngine {
             });
         let wall = started.elapsed();
         let state::Finished {
-            mut gpu,
+            mut gpus,
             metrics,
             logs,
             fault,
         } = store.into_data().finish();
-        let leftovers = gpu.end_run();
+        let mut leftovers = Leftovers::default();
+        for gpu in &mut gpus {
+            leftovers += gpu.end_run();
+        }
+        let gpu = gpus.remove(0);
         if !leftovers.is_empty() {
             tracing::warn!(plugin = %plugin.info.name, %leftovers, "the run left GPU objects behind; freed");
         }
@@ -289,7 +321,11 @@ impl PluginEngine {
             Ok(Err(message)) => Err(PluginError::Failed(message)),
             Err(e) => Err(e),
         };
-        RunResult { gpu, outcome }
+        RunResult {
+            gpu,
+            peers: gpus,
+            outcome,
+        }
     }
 
     fn store(&self, state: RunState, limits: &RunLimits) -> Store<RunState> {

@@ -55,9 +55,9 @@ pub enum RunEvent {
     Log(LogLevel, String),
 }
 
-/// What a finished run leaves: the GPU and what the plugin reported.
+/// What a finished run leaves: the GPUs and what the plugin reported.
 pub(crate) struct Finished {
-    pub gpu: Box<dyn GpuBackend>,
+    pub gpus: Vec<Box<dyn GpuBackend>>,
     pub metrics: Vec<Metric>,
     pub logs: Vec<(LogLevel, String)>,
     /// The run's first kernel fault, if any.
@@ -69,7 +69,8 @@ pub struct RunState {
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: StoreLimits,
-    pub(crate) gpu: Option<Box<dyn GpuBackend>>,
+    /// The run's devices; the `gpu` interface uses the first. None while describing.
+    pub(crate) gpus: Vec<Box<dyn GpuBackend>>,
     /// Device bytes held by live buffers.
     pub(crate) gpu_bytes: u64,
     pub(crate) gpu_limit: u64,
@@ -85,7 +86,7 @@ pub struct RunState {
 
 impl RunState {
     fn new(
-        gpu: Option<Box<dyn GpuBackend>>,
+        gpus: Vec<Box<dyn GpuBackend>>,
         limits: &RunLimits,
         events: Box<dyn FnMut(&RunEvent) + Send>,
     ) -> RunState {
@@ -100,7 +101,7 @@ impl RunState {
             wasi,
             table: ResourceTable::new(),
             limits: StoreLimits::default(),
-            gpu,
+            gpus,
             gpu_bytes: 0,
             gpu_limit: limits.gpu_memory,
             resources: 0,
@@ -114,22 +115,22 @@ impl RunState {
 
     /// State for calling `describe`: no GPU at all.
     pub(crate) fn describing() -> RunState {
-        RunState::new(None, &RunLimits::default(), Box::new(|_| {}))
+        RunState::new(Vec::new(), &RunLimits::default(), Box::new(|_| {}))
     }
 
-    /// State for a run on `gpu`.
+    /// State for a run on `gpus` (at least one).
     pub(crate) fn running(
-        gpu: Box<dyn GpuBackend>,
+        gpus: Vec<Box<dyn GpuBackend>>,
         limits: &RunLimits,
         events: Box<dyn FnMut(&RunEvent) + Send>,
     ) -> RunState {
-        RunState::new(Some(gpu), limits, events)
+        RunState::new(gpus, limits, events)
     }
 
-    /// Hands back the GPU and what was reported.
+    /// Hands back the GPUs and what was reported.
     pub(crate) fn finish(self) -> Finished {
         Finished {
-            gpu: self.gpu.expect("finish is only called on running state"),
+            gpus: self.gpus,
             metrics: self.metrics,
             logs: self.logs,
             fault: self.fault,
@@ -145,16 +146,53 @@ impl RunState {
         }
     }
 
-    /// The GPU, or an error when there is none (during `describe`) or it faulted.
-    pub(crate) fn gpu(&mut self) -> Result<&mut (dyn GpuBackend + 'static), GpuError> {
-        if let Some(fault) = &self.fault {
-            return Err(GpuError::KernelFault(format!(
-                "the device faulted earlier in this run: {fault}"
+    /// Device `index` of the run, or an error when there is none (during `describe`, or past
+    /// the run's devices) or the run faulted.
+    pub(crate) fn device(
+        &mut self,
+        index: usize,
+    ) -> Result<&mut (dyn GpuBackend + 'static), GpuError> {
+        self.healthy()?;
+        if self.gpus.is_empty() {
+            return Err(GpuError::InvalidArgument(
+                "describe must not use the GPU".into(),
+            ));
+        }
+        let count = self.gpus.len();
+        self.gpus
+            .get_mut(index)
+            .map(|gpu| gpu.as_mut())
+            .ok_or_else(|| {
+                GpuError::InvalidArgument(format!(
+                    "device {index} does not exist: this run has {count}"
+                ))
+            })
+    }
+
+    /// Devices `a` and `b` (different) at once, for copies and access between them.
+    pub(crate) fn pair(
+        &mut self,
+        a: usize,
+        b: usize,
+    ) -> Result<(&mut dyn GpuBackend, &mut dyn GpuBackend), GpuError> {
+        self.device(a.max(b))?;
+        if a == b {
+            return Err(GpuError::InvalidArgument(format!(
+                "device {a} is not a peer of itself"
             )));
         }
-        self.gpu
-            .as_deref_mut()
-            .ok_or_else(|| GpuError::InvalidArgument("describe must not use the GPU".into()))
+        let (low, high) = self.gpus.split_at_mut(a.max(b));
+        let (low, high) = (low[a.min(b)].as_mut(), high[0].as_mut());
+        Ok(if a < b { (low, high) } else { (high, low) })
+    }
+
+    fn healthy(&self) -> Result<(), GpuError> {
+        match &self.fault {
+            Some(fault) => Err(GpuError::KernelFault(format!(
+                "the device faulted earlier in this run: {fault}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Remembers a kernel fault so that the run fails even if the plugin carries on.

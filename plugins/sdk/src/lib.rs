@@ -32,6 +32,7 @@ mod helpers;
 pub use bindings::passage::plugin::gpu::{
     self, Buffer, DeviceInfo, Event, HostMemory, Kernel, KernelArg, LaunchConfig, Module, Stream,
 };
+pub use bindings::passage::plugin::peers;
 pub use bindings::passage::plugin::report::{self, Level};
 pub use bindings::passage::plugin::types::{GpuError, Value, ValueKind};
 pub use bindings::{Guest, Param, ParamSpec, PluginInfo, export};

@@ -267,7 +267,15 @@ impl JobService {
             resolve_params(&info(&plugin), &given).map_err(|e| JobError::Invalid(e.to_string()))?;
         let gpu = order.gpu.as_deref().map(str::trim).unwrap_or("any");
         let devices = self.store.agent_devices(agent.id).await?;
+        let all = plugin.view.all_gpus;
+        if all && !matches!(gpu, "" | "any" | "all") {
+            return Err(JobError::Invalid(format!(
+                "gpu: {} runs on every GPU of the machine at once; leave gpu at any",
+                plugin.view.name
+            )));
+        }
         let wanted: Vec<Option<i64>> = match gpu {
+            _ if all => vec![None],
             "" | "any" => vec![None],
             "each" if devices.is_empty() => {
                 return Err(JobError::Invalid(format!(
@@ -299,6 +307,7 @@ impl JobService {
                         plugin_id: plugin.view.id,
                         params_json: &params,
                         device_wanted: device,
+                        all_devices: all,
                         label: None,
                         batch: None,
                         requested_by: user.id,
@@ -330,16 +339,22 @@ impl JobService {
                 .collect();
             let resolved = resolve_params(&info(&plugin), &given)
                 .map_err(|e| JobError::Invalid(format!("{}: {e}", run.label)))?;
-            planned.push((run.label, plugin.view.id, params_json(&resolved)));
+            planned.push((
+                run.label,
+                plugin.view.id,
+                params_json(&resolved),
+                plugin.view.all_gpus,
+            ));
         }
         let batch = batch_name(agent.id);
-        for (label, plugin_id, params) in &planned {
+        for (label, plugin_id, params, all_devices) in &planned {
             self.store
                 .create_job(&NewJob {
                     agent_id: agent.id,
                     plugin_id: *plugin_id,
                     params_json: params,
                     device_wanted: None,
+                    all_devices: *all_devices,
                     label: Some(label),
                     batch: Some(&batch),
                     requested_by: user.id,

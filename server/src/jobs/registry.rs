@@ -61,6 +61,7 @@ pub async fn register(
             sha256: &loaded.sha256,
             component: &bytes,
             shipped,
+            all_gpus: loaded.wants_peers,
             uploaded_by,
         })
         .await;

@@ -10,7 +10,7 @@ use passage_app::plugins::{AgentView, DeviceView, JobFilter, JobResult, JobView,
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, now_ms, rfc3339};
+use super::{Store, StoreError, flag, now_ms, rfc3339};
 
 /// An agent as the server's rules need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub struct NewJob<'a> {
     pub params_json: &'a str,
     /// A device index, or any free one.
     pub device_wanted: Option<i64>,
+    /// Every device of the agent at once.
+    pub all_devices: bool,
     /// A label, e.g. the study's name for the run.
     pub label: Option<&'a str>,
     /// The batch it belongs to.
@@ -386,14 +388,15 @@ impl Store {
     pub async fn create_job(&self, job: &NewJob<'_>) -> Result<i64, StoreError> {
         let now = now_ms();
         let row = sqlx::query(
-            "INSERT INTO jobs (agent_id, plugin_id, params_json, device_wanted, label, batch,
-                 requested_by, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING id",
+            "INSERT INTO jobs (agent_id, plugin_id, params_json, device_wanted, all_devices, label,
+                 batch, requested_by, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
         )
         .bind(job.agent_id)
         .bind(job.plugin_id)
         .bind(job.params_json)
         .bind(job.device_wanted)
+        .bind(job.all_devices)
         .bind(job.label)
         .bind(job.batch)
         .bind(job.requested_by)
@@ -403,8 +406,9 @@ impl Store {
         Ok(row.try_get("id")?)
     }
 
-    /// Gives the agent its oldest queued job if a GPU it needs is free: `free` are the devices
-    /// the agent has idle. The oldest job waits for its GPU rather than being overtaken.
+    /// Gives the agent its oldest queued job if the GPUs it needs are free: `free` are the
+    /// devices the agent has idle. The oldest job waits for its GPUs rather than being
+    /// overtaken; a job on every GPU waits until all that the agent reported are idle.
     pub async fn take_job(
         &self,
         agent_id: i64,
@@ -428,7 +432,8 @@ impl Store {
         let free: Vec<i64> = free.iter().copied().filter(|d| !busy.contains(d)).collect();
         for _attempt in 0..3 {
             let Some(head) = sqlx::query(
-                "SELECT j.id, j.device_wanted, j.params_json, p.name, p.version, p.sha256
+                "SELECT j.id, j.device_wanted, j.all_devices, j.params_json, p.name, p.version,
+                     p.sha256
                  FROM jobs j JOIN plugins p ON p.id = j.plugin_id
                  WHERE j.agent_id = $1 AND j.state = 'queued' ORDER BY j.id LIMIT 1",
             )
@@ -439,21 +444,40 @@ impl Store {
                 return Ok(None);
             };
             let wanted: Option<i64> = head.try_get("device_wanted")?;
-            let device = match wanted {
-                Some(d) if free.contains(&d) => d,
-                Some(_) => return Ok(None),
-                None => match free.iter().min() {
-                    Some(d) => *d,
-                    None => return Ok(None),
-                },
+            let devices: Vec<i64> = if flag(&head, "all_devices")? {
+                let mut all: Vec<i64> = self
+                    .agent_devices(agent_id)
+                    .await?
+                    .iter()
+                    .map(|d| d.index)
+                    .collect();
+                all.sort_unstable();
+                if all.is_empty() || !all.iter().all(|d| free.contains(d)) {
+                    return Ok(None);
+                }
+                all
+            } else {
+                match wanted {
+                    Some(d) if free.contains(&d) => vec![d],
+                    Some(_) => return Ok(None),
+                    None => match free.iter().min() {
+                        Some(d) => vec![*d],
+                        None => return Ok(None),
+                    },
+                }
             };
+            let listed = devices
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
             let id: i64 = head.try_get("id")?;
             let now = now_ms();
             let taken = sqlx::query(
                 "UPDATE jobs SET state = 'running', devices = $1, started_at = $2, updated_at = $2
                  WHERE id = $3 AND state = 'queued'",
             )
-            .bind(device.to_string())
+            .bind(&listed)
             .bind(now)
             .bind(id)
             .execute(&self.pool)
@@ -468,7 +492,7 @@ impl Store {
                         head.try_get("sha256")?,
                     ),
                     params_json: head.try_get("params_json")?,
-                    devices: vec![device],
+                    devices,
                 }));
             }
             // Cancelled or taken in between: look at the next one.

@@ -25,6 +25,8 @@ pub struct NewPlugin<'a> {
     pub component: &'a [u8],
     /// True for the plugins that come with Passage.
     pub shipped: bool,
+    /// True when a job of it runs on every GPU of its machine (it imports `peers`).
+    pub all_gpus: bool,
     /// A user name, or `system`.
     pub uploaded_by: &'a str,
 }
@@ -48,7 +50,7 @@ pub enum Registered {
 }
 
 const COLUMNS: &str = "id, name, version, summary, params_json, sha256, size_bytes, shipped, \
-                       uploaded_by, created_at";
+                       all_gpus, uploaded_by, created_at";
 
 fn plugin(row: &AnyRow) -> Result<PluginRecord, StoreError> {
     let params_json: String = row.try_get("params_json")?;
@@ -66,6 +68,7 @@ fn plugin(row: &AnyRow) -> Result<PluginRecord, StoreError> {
             sha256: row.try_get("sha256")?,
             size_bytes: row.try_get("size_bytes")?,
             shipped: flag(row, "shipped")?,
+            all_gpus: flag(row, "all_gpus")?,
             uploaded_by: row.try_get("uploaded_by")?,
             created_at: rfc3339(row.try_get("created_at")?),
             params: params.iter().map(param_view).collect(),
@@ -97,8 +100,8 @@ impl Store {
         let params = serde_json::to_string(new.params).expect("parameters serialise");
         let row = sqlx::query(
             "INSERT INTO plugins (name, version, summary, params_json, sha256, size_bytes,
-                 component, shipped, uploaded_by, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                 component, shipped, all_gpus, uploaded_by, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
         )
         .bind(new.name)
         .bind(new.version)
@@ -108,6 +111,7 @@ impl Store {
         .bind(new.component.len() as i64)
         .bind(new.component.to_vec())
         .bind(new.shipped)
+        .bind(new.all_gpus)
         .bind(new.uploaded_by)
         .bind(now_ms())
         .fetch_one(&self.pool)

@@ -3,7 +3,7 @@
 
 use passage_plugin_sdk::{
     Buffer, Event, Guest, HostMemory, Module, Param, Params, PluginInfo, Stream, Value, export,
-    gpu, launch_1d, param, report,
+    gpu, launch_1d, param, peers, report,
 };
 
 struct Misbehave;
@@ -24,7 +24,7 @@ impl Guest for Misbehave {
             params: vec![
                 param(
                     "mode",
-                    "trap, spin, grow, gpu-hog, bad-kernel, wrong-args, fault, ignore-fault, leak, escape, ok",
+                    "trap, spin, grow, gpu-hog, bad-kernel, wrong-args, fault, ignore-fault, leak, escape, ok, peer-out-of-range, peer-wrong-stream, peer-mixed, peer-leak",
                     Value::Text("ok".into()),
                     None,
                     None,
@@ -132,6 +132,33 @@ impl Guest for Misbehave {
                 );
                 if file.is_ok() || dir.is_ok() || socket.is_ok() || env > 0 {
                     return Err("the sandbox let something through".into());
+                }
+                Ok(())
+            }
+            "peer-out-of-range" => {
+                let devices = peers::devices().len() as u32;
+                peers::alloc(devices + 5, 16)
+                    .map(drop)
+                    .map_err(|e| format!("{e:?}"))
+            }
+            "peer-wrong-stream" => {
+                let src = peers::alloc(0, 16).map_err(|e| format!("{e:?}"))?;
+                let dst = peers::alloc(1, 16).map_err(|e| format!("{e:?}"))?;
+                let theirs = peers::create_stream(1).map_err(|e| format!("{e:?}"))?;
+                peers::copy_peer(&dst, 0, &src, 0, 16, &theirs).map_err(|e| format!("{e:?}"))
+            }
+            "peer-mixed" => {
+                let mine = Buffer::alloc(16).map_err(|e| format!("{e:?}"))?;
+                let theirs = peers::alloc(1, 16).map_err(|e| format!("{e:?}"))?;
+                let stream = Stream::create().map_err(|e| format!("{e:?}"))?;
+                mine.copy_from(0, &theirs, 0, 16, &stream)
+                    .map_err(|e| format!("{e:?}"))
+            }
+            "peer-leak" => {
+                for device in 0..peers::devices().len() as u32 {
+                    std::mem::forget(peers::alloc(device, 1 << 20).map_err(|e| format!("{e:?}"))?);
+                    std::mem::forget(peers::create_stream(device).map_err(|e| format!("{e:?}"))?);
+                    std::mem::forget(peers::create_event(device).map_err(|e| format!("{e:?}"))?);
                 }
                 Ok(())
             }
