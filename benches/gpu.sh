@@ -34,6 +34,23 @@ echo "== vector-add, real verification"
 "$BIN/passage-agent" run "$BIN/plugins/vector-add.wasm" --json > "$OUT/vector-add.json"
 "$BIN/passage-agent" run "$BIN/plugins/vector-add.wasm" --json -p elements=4Mi > "$OUT/vector-add-4Mi.json"
 
+echo "== the GPUs as the agent reports them to a portal, and a run as its job processes report it"
+"$BIN/passage-agent" devices --json > "$OUT/devices.json"
+cat "$OUT/devices.json"
+"$BIN/passage-agent" run "$BIN/plugins/vector-add.wasm" --events -p elements=1Mi > "$OUT/vector-add-events.jsonl"
+tail -c 600 "$OUT/vector-add-events.jsonl"; echo
+
+echo "== p2p-bandwidth across every GPU (on one GPU: two contexts of it, peer access unavailable)"
+gpus=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$OUT/devices.json" 2>/dev/null || echo 1)
+devices=()
+if [ "$gpus" -ge 2 ]; then
+  for i in $(seq 0 $((gpus - 1))); do devices+=(--device "$i"); done
+else
+  devices=(--device 0 --device 0)
+fi
+"$BIN/passage-agent" run "$BIN/plugins/p2p-bandwidth.wasm" --json "${devices[@]}" > "$OUT/p2p-bandwidth.json" \
+  || echo "P2P-BANDWIDTH FAILED (see p2p-bandwidth.json)"
+
 echo "== launch rate: native cudarc and plugin, interleaved, $ROUNDS rounds"
 for round in $(seq "$ROUNDS"); do
   "$BIN/passage-bench" launch-native > "$OUT/launch-native-$round.json"
