@@ -496,12 +496,32 @@ async fn a_killed_agent_fails_its_job_and_a_portal_that_comes_back_is_served_aga
         "{job}"
     );
 
-    // The portal goes away; the agent keeps trying and is served when it is back.
+    // The portal goes away while a job runs; the agent keeps trying, and when the portal is
+    // back the job's own end is taken, not blamed on the agent.
     let _process = Agent::start(&base, &token, 1);
     online(&setup.ada, &base, agent, 1).await;
+    let ids = queue(
+        &setup.ada,
+        &base,
+        json!({"plugin": plugin, "agent": agent, "params": {"mode": "spin"}}),
+    )
+    .await;
+    while get(&setup.ada, format!("{base}/api/v1/jobs/{}", ids[0]))
+        .await
+        .1["state"]
+        != "running"
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (portal, base) = start(&setup).await;
+    let job = ended(&setup.ada, &base, ids[0]).await;
+    assert_eq!(job["state"], "failed");
+    assert!(
+        job["error"].as_str().unwrap().contains("time limit"),
+        "the run's own end: {job}"
+    );
     let vector_add = plugin_id(&setup.ada, &base, "vector-add").await;
     let ids = queue(
         &setup.ada,

@@ -57,6 +57,9 @@ pub struct JobService {
     agents: AgentSettings,
     limits: JobLimits,
     plugins: PluginSettings,
+    /// When this process started: agents get a full offline period to come back to a portal
+    /// that was down before their jobs are given up.
+    started: std::time::Instant,
 }
 
 /// A label for a job's batch of the study's suite.
@@ -99,6 +102,7 @@ impl JobService {
             agents,
             limits,
             plugins,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -523,7 +527,7 @@ impl JobService {
             tracing::info!(agent = %agent.name, job = id, state = end.state, "job ended");
             return Ok(());
         }
-        match self.store.job_progress(agent.id, id, 0.0, "").await? {
+        match self.store.job_state(agent.id, id).await? {
             None => Err(JobError::NotFound(format!("job {id} is not this agent's"))),
             Some(state) => Err(JobError::Conflict(format!(
                 "job {id} is {state}: its result is not taken"
@@ -551,12 +555,16 @@ impl JobService {
 
     /// One pass of the sweep.
     pub async fn sweep(&self) -> Result<(), StoreError> {
-        let failed = self
-            .store
-            .fail_jobs_of_silent_agents(self.online_after())
-            .await?;
-        if !failed.is_empty() {
-            tracing::warn!(jobs = ?failed, "agents stopped answering: their running jobs failed");
+        // Right after a start every agent looks silent: the portal was away, not they.
+        let settled = self.started.elapsed().as_secs() >= self.agents.offline_after_secs;
+        if settled {
+            let failed = self
+                .store
+                .fail_jobs_of_silent_agents(self.online_after())
+                .await?;
+            if !failed.is_empty() {
+                tracing::warn!(jobs = ?failed, "agents stopped answering: their running jobs failed");
+            }
         }
         for (agent, vm) in self.store.agents_of_gone_vms().await? {
             self.store

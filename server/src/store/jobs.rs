@@ -520,6 +520,11 @@ impl Store {
         .bind(agent_id)
         .execute(&self.pool)
         .await?;
+        self.job_state(agent_id, id).await
+    }
+
+    /// The state of one of this agent's jobs; `None` when it is not the agent's.
+    pub async fn job_state(&self, agent_id: i64, id: i64) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT state FROM jobs WHERE id = $1 AND agent_id = $2")
             .bind(id)
             .bind(agent_id)
@@ -561,13 +566,7 @@ impl Store {
     pub async fn stopped_jobs(&self, agent_id: i64, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
         let mut stopped = Vec::new();
         for id in ids {
-            let row = sqlx::query("SELECT state FROM jobs WHERE id = $1 AND agent_id = $2")
-                .bind(id)
-                .bind(agent_id)
-                .fetch_optional(&self.pool)
-                .await?;
-            let state: Option<String> = row.map(|r| r.try_get("state")).transpose()?;
-            if state.as_deref() != Some("running") {
+            if self.job_state(agent_id, *id).await?.as_deref() != Some("running") {
                 stopped.push(*id);
             }
         }
