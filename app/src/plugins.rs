@@ -297,6 +297,9 @@ pub struct JobFilter {
     /// Only jobs in this state.
     #[serde(default)]
     pub state: Option<String>,
+    /// With each job's result (its figures and log); without, the list stays small.
+    #[serde(default)]
+    pub results: bool,
 }
 
 /// Every registered plugin version, by name then newest first.

@@ -35,6 +35,7 @@ pub fn JobsPage() -> impl IntoView {
             plugin: q.get("plugin"),
             batch: q.get("batch"),
             state: q.get("state"),
+            results: false,
         }
     });
     let jobs = Resource::new(move || (tick.get(), filter.get()), |(_, f)| load_jobs(f));
@@ -135,6 +136,7 @@ pub fn JobPage() -> impl IntoView {
                 Some(job) => load_jobs(JobFilter {
                     plugin: Some(job.plugin.clone()),
                     state: Some("succeeded".into()),
+                    results: true,
                     ..JobFilter::default()
                 })
                 .await

@@ -214,6 +214,16 @@ fn deliver(portal: &Portal, id: i64, outcome: &crate::portal::Outcome) {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(MAX_BACKOFF);
             }
+            Err(PortalError::Refused(e)) if outcome.result.is_some() => {
+                // Too large or malformed: say so instead, so that the job does not stay open.
+                eprintln!("passage-agent: job {id}: the portal did not take the result: {e}");
+                let failure = crate::portal::Outcome {
+                    ok: false,
+                    error: Some(format!("the portal refused the run's result: {e}")),
+                    result: None,
+                };
+                return deliver(portal, id, &failure);
+            }
             Err(e) => {
                 eprintln!("passage-agent: job {id}: the portal did not take the result: {e}");
                 return;

@@ -371,7 +371,14 @@ impl JobService {
 
     /// The jobs `user` may see, newest first.
     pub async fn jobs(&self, user: &User, filter: &JobFilter) -> Result<Vec<JobView>, JobError> {
-        Ok(self.store.jobs(scope(user), filter, 500).await?)
+        let mut jobs = self.store.jobs(scope(user), filter, 500).await?;
+        if !filter.results {
+            for job in &mut jobs {
+                job.result = None;
+                job.summary.clear();
+            }
+        }
+        Ok(jobs)
     }
 
     /// One job, if `user` may see it.
