@@ -104,11 +104,17 @@ pub struct AgentView {
 impl AgentView {
     /// A label for lists, e.g. `VM 3 (alice)` or `native host gpu-01`.
     pub fn label(&self) -> String {
-        match (self.vm_id, &self.owner) {
-            (Some(vm), Some(owner)) => format!("VM {vm} ({owner})"),
-            (Some(vm), None) => format!("VM {vm}"),
-            _ => format!("native host {}", self.name),
-        }
+        target_label(self.vm_id, self.owner.as_deref(), &self.name)
+    }
+}
+
+/// Where an agent runs, for people: `VM 3 (alice)` for a VM's agent, `native host gpu-01` for a
+/// bare-metal host's.
+pub fn target_label(vm_id: Option<i64>, owner: Option<&str>, name: &str) -> String {
+    match (vm_id, owner) {
+        (Some(vm), Some(owner)) => format!("VM {vm} ({owner})"),
+        (Some(vm), None) => format!("VM {vm}"),
+        _ => format!("native host {name}"),
     }
 }
 

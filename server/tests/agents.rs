@@ -143,6 +143,18 @@ async fn plugin_id(client: &Client, base: &str, name: &str) -> i64 {
         .unwrap()
 }
 
+/// Uploads a component as `client`: the status and the answer.
+async fn upload(client: &Client, base: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    let response = client
+        .post(format!("{base}/api/v1/plugins"))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// Registers a native host and returns its agent id and token.
 async fn native_host(setup: &Setup, base: &str, name: &str) -> (i64, String) {
     let (status, body) = post(
@@ -360,15 +372,6 @@ async fn misbehaving_plugins_fail_their_jobs_and_the_agent_keeps_serving() {
     let setup = setup().await;
     let (portal, base) = start(&setup).await;
     let test_plugins = plugin_dir().join("test");
-    let upload = |bytes: Vec<u8>| {
-        let admin = setup.admin.clone();
-        let url = format!("{base}/api/v1/plugins");
-        async move {
-            let response = admin.post(url).body(bytes).send().await.unwrap();
-            let status = response.status();
-            (status, response.json::<Value>().await.unwrap())
-        }
-    };
     // What is not a plugin is refused with the reason, and nothing is registered.
     let core_module = b"\0asm\x01\0\0\0".to_vec();
     for (bytes, reason) in [
@@ -379,24 +382,17 @@ async fn misbehaving_plugins_fail_their_jobs_and_the_agent_keeps_serving() {
             "not a Passage plugin",
         ),
     ] {
-        let (status, body) = upload(bytes).await;
+        let (status, body) = upload(&setup.admin, &base, bytes).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert!(body["error"].as_str().unwrap().contains(reason), "{body}");
     }
     let misbehave = std::fs::read(test_plugins.join("misbehave.wasm")).unwrap();
-    let (status, body) = setup
-        .ada
-        .post(format!("{base}/api/v1/plugins"))
-        .body(misbehave.clone())
-        .send()
-        .await
-        .map(|r| (r.status(), ()))
-        .unwrap();
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body:?}");
-    let (status, body) = upload(misbehave.clone()).await;
+    let (status, body) = upload(&setup.ada, &base, misbehave.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = upload(&setup.admin, &base, misbehave.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let plugin = body["plugin"]["id"].as_i64().unwrap();
-    let (status, again) = upload(misbehave).await;
+    let (status, again) = upload(&setup.admin, &base, misbehave).await;
     assert_eq!(
         (status, again["new"].clone()),
         (StatusCode::OK, json!(false))
@@ -458,16 +454,7 @@ async fn a_killed_agent_fails_its_job_and_a_portal_that_comes_back_is_served_aga
     let setup = setup().await;
     let (portal, base) = start(&setup).await;
     let misbehave = std::fs::read(plugin_dir().join("test/misbehave.wasm")).unwrap();
-    let (status, body) = {
-        let response = setup
-            .admin
-            .post(format!("{base}/api/v1/plugins"))
-            .body(misbehave)
-            .send()
-            .await
-            .unwrap();
-        (response.status(), response.json::<Value>().await.unwrap())
-    };
+    let (status, body) = upload(&setup.admin, &base, misbehave).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let plugin = body["plugin"]["id"].as_i64().unwrap();
     let (agent, token) = native_host(&setup, &base, "bench-01").await;

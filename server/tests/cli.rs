@@ -225,22 +225,9 @@ fn accounts_and_tokens_are_made_from_the_command_line_and_stored_hashed() {
 fn agent_add_prints_a_token_once_for_admins_only() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str], input: &str| {
-        let mut child = passage()
-            .args(args)
-            .env("PASSAGE_DATA_DIR", dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let mut command = passage();
+        command.args(args).env("PASSAGE_DATA_DIR", dir.path());
+        with_input(command, input)
     };
     assert!(
         run(

@@ -18,8 +18,8 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::api::ApiError;
-use crate::auth::secret_hash;
-use crate::store::{AgentRecord, JobEnd};
+use crate::auth::{bearer, secret_hash};
+use crate::store::{AgentRecord, JobEnd, param_texts};
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -43,12 +43,7 @@ impl FromRequestParts<AppState> for Agent {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let unauthorized = |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, why.to_string());
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+        let token = bearer(&parts.headers)
             .filter(|t| t.starts_with("psa_"))
             .ok_or_else(|| unauthorized("agents send Authorization: Bearer psa_…"))?;
         let agent = state
@@ -190,29 +185,14 @@ pub(crate) async fn poll(
     let limits = state.jobs.limits();
     let job = match state.jobs.take(&agent, &poll.free_devices).await? {
         Some(taken) => {
-            let params: Vec<(String, serde_json::Value)> = serde_json::from_str(&taken.params_json)
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("job {}: stored parameters do not parse: {e}", taken.id),
-                    )
-                })?;
+            let params = param_texts(&taken.params_json)?;
             let (plugin, version, sha256) = taken.plugin;
             Some(JobOrderForAgent {
                 id: taken.id,
                 plugin,
                 version,
                 sha256,
-                params: params
-                    .into_iter()
-                    .map(|(name, value)| {
-                        let text = match value {
-                            serde_json::Value::String(s) => s,
-                            other => other.to_string(),
-                        };
-                        (name, text)
-                    })
-                    .collect(),
+                params,
                 devices: taken.devices,
                 time_limit_secs: limits.time_limit_secs,
                 gpu_memory_mib: limits.gpu_memory_mib,

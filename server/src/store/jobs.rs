@@ -6,7 +6,9 @@
 //! takes a job only succeeds while it is still queued, so a job runs once however many
 //! processes ask.
 
-use passage_app::plugins::{AgentView, DeviceView, JobFilter, JobResult, JobView, summarise};
+use passage_app::plugins::{
+    AgentView, DeviceView, JobFilter, JobResult, JobView, summarise, target_label,
+};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -127,10 +129,25 @@ fn agent_view(row: &AnyRow, online_after: i64) -> Result<AgentView, StoreError> 
     })
 }
 
+/// A job's stored parameters (`[name, value]` pairs) as `name`, text: what people read and
+/// what the agent passes on as `--param name=text`.
+pub fn param_texts(params_json: &str) -> Result<Vec<(String, String)>, StoreError> {
+    let params: Vec<(String, serde_json::Value)> =
+        serde_json::from_str(params_json).map_err(|e| decode_error("a job's parameters", e))?;
+    Ok(params
+        .into_iter()
+        .map(|(name, value)| {
+            let text = match value {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (name, text)
+        })
+        .collect())
+}
+
 fn job_view(row: &AnyRow) -> Result<JobView, StoreError> {
     let params_json: String = row.try_get("params_json")?;
-    let params: Vec<(String, serde_json::Value)> =
-        serde_json::from_str(&params_json).map_err(|e| decode_error("a job's parameters", e))?;
     let result: Option<String> = row.try_get("result_json")?;
     let result: Option<JobResult> = result
         .map(|text| serde_json::from_str(&text))
@@ -139,11 +156,7 @@ fn job_view(row: &AnyRow) -> Result<JobView, StoreError> {
     let vm_id: Option<i64> = row.try_get("vm_id")?;
     let owner: Option<String> = row.try_get("owner")?;
     let agent_name: String = row.try_get("agent_name")?;
-    let target = match (vm_id, owner) {
-        (Some(vm), Some(owner)) => format!("VM {vm} ({owner})"),
-        (Some(vm), None) => format!("VM {vm}"),
-        _ => format!("native host {agent_name}"),
-    };
+    let target = target_label(vm_id, owner.as_deref(), &agent_name);
     let optional_time = |column: &str| -> Result<Option<String>, StoreError> {
         Ok(row.try_get::<Option<i64>, _>(column)?.map(rfc3339))
     };
@@ -162,16 +175,7 @@ fn job_view(row: &AnyRow) -> Result<JobView, StoreError> {
         progress_note: row.try_get("progress_note")?,
         error: row.try_get("error")?,
         requested_by: row.try_get("requested_by")?,
-        params: params
-            .into_iter()
-            .map(|(name, value)| {
-                let text = match value {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (name, text)
-            })
-            .collect(),
+        params: param_texts(&params_json)?,
         device_wanted: row.try_get("device_wanted")?,
         devices: row.try_get("devices")?,
         created_at: rfc3339(row.try_get("created_at")?),
