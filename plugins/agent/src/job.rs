@@ -19,6 +19,11 @@ use crate::portal::{Job, Outcome, Portal, PortalError};
 /// Extra time a child gets past the job's limit (which the sandbox enforces itself) before it
 /// is killed.
 const KILL_GRACE: Duration = Duration::from_secs(30);
+/// The longest line of a child's event stream: the final result, whose metrics and logs the
+/// run's limits keep well below this.
+const MAX_EVENT_LINE: usize = 8 << 20;
+/// How much of a child's standard error is kept, from its end, to explain a failure.
+const STDERR_TAIL: usize = 4000;
 /// Progress is sent at most this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
@@ -76,7 +81,7 @@ impl Runner {
         };
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let errors = std::thread::spawn(move || tail(stderr, 4000));
+        let errors = std::thread::spawn(move || tail(stderr, STDERR_TAIL));
         let child = Arc::new(Mutex::new(child));
         let deadline = Instant::now() + Duration::from_secs(job.time_limit_secs) + KILL_GRACE;
         let done = Arc::new(AtomicBool::new(false));
@@ -99,8 +104,18 @@ impl Runner {
 
         let mut result = None;
         let mut last_progress: Option<Instant> = None;
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+        let mut overflow = None;
+        let mut lines = BoundedLines::new(stdout, MAX_EVENT_LINE);
+        while let Some(line) = lines.next_line() {
+            let line = match line {
+                Ok(line) => line,
+                Err(too_long) => {
+                    // The child is not behaving as `run` does: stop it and say why.
+                    overflow = Some(too_long);
+                    let _ = child.lock().expect("child lock").kill();
+                    break;
+                }
+            };
             let Ok(event) = serde_json::from_str::<Value>(&line) else {
                 continue;
             };
@@ -131,6 +146,9 @@ impl Runner {
         let _ = watchdog.join();
         let stderr_tail = errors.join().unwrap_or_default();
 
+        if let Some(too_long) = overflow {
+            return failed(too_long);
+        }
         match result {
             Some(event) => Outcome {
                 ok: event["ok"].as_bool().unwrap_or(false),
@@ -192,12 +210,58 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&partial, path)
 }
 
-/// The last `limit` bytes of what a child wrote.
+/// The last `limit` bytes of what a child wrote, read to its end in pieces, never all at once.
 fn tail(mut from: impl Read, limit: usize) -> String {
-    let mut all = Vec::new();
-    let _ = from.read_to_end(&mut all);
-    let start = all.len().saturating_sub(limit);
-    String::from_utf8_lossy(&all[start..]).into_owned()
+    let mut kept: std::collections::VecDeque<u8> = std::collections::VecDeque::with_capacity(limit);
+    let mut chunk = [0u8; 8192];
+    loop {
+        match from.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                kept.extend(&chunk[..n]);
+                let excess = kept.len().saturating_sub(limit);
+                kept.drain(..excess);
+            }
+        }
+    }
+    String::from_utf8_lossy(kept.make_contiguous()).into_owned()
+}
+
+/// Lines of a child's event stream, each at most `max` bytes: a longer one is an error, read
+/// no further than its limit.
+struct BoundedLines<R> {
+    reader: BufReader<R>,
+    max: usize,
+}
+
+impl<R: Read> BoundedLines<R> {
+    fn new(from: R, max: usize) -> BoundedLines<R> {
+        BoundedLines {
+            reader: BufReader::new(from),
+            max,
+        }
+    }
+
+    /// The next line without its end, None at the end of the stream.
+    fn next_line(&mut self) -> Option<Result<String, String>> {
+        let mut line = Vec::new();
+        let read = (&mut self.reader)
+            .take(self.max as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .ok()?;
+        if read == 0 {
+            return None;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if line.len() > self.max {
+            return Some(Err(format!(
+                "the run's process wrote a line of more than {} bytes and was stopped",
+                self.max
+            )));
+        }
+        Some(Ok(String::from_utf8_lossy(&line).into_owned()))
+    }
 }
 
 fn describe_status(status: &std::process::ExitStatus) -> String {

@@ -5,6 +5,7 @@
 //! `serve` works for a portal: it registers, polls for jobs and runs each in a process of its own.
 
 mod backend;
+mod confine;
 mod job;
 mod portal;
 mod run;

@@ -3,7 +3,10 @@
 //! Every call says whether a failure is worth retrying: the portal being down, restarting or
 //! overloaded is; a refused token or a job that is no longer ours is not.
 
+use std::path::Path;
 use std::time::Duration;
+
+use anyhow::Context;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -109,12 +112,26 @@ pub struct Portal {
 
 impl Portal {
     /// The portal at `base` (e.g. `http://10.0.2.2:8080`).
-    pub fn new(base: &str, token: &str) -> anyhow::Result<Portal> {
-        let http = reqwest::blocking::Client::builder()
+    ///
+    /// An `https://` portal is verified against the system's web roots and, when given,
+    /// `ca_file` (PEM), for a portal whose certificate an installation's own CA signed.
+    pub fn new(base: &str, token: &str, ca_file: Option<&Path>) -> anyhow::Result<Portal> {
+        let mut builder = reqwest::blocking::Client::builder()
+            .use_rustls_tls()
+            .https_only(base.starts_with("https://"))
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
-            .user_agent(concat!("passage-agent/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("passage-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+            for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} holds no PEM certificate", path.display()))?
+            {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder.build()?;
         Ok(Portal {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),

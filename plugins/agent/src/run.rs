@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Args;
 use passage_plugin_host::{
     LoadedPlugin, LogLevel, ParamValue, PluginEngine, PluginInfo, RunEvent, RunLimits,
@@ -15,7 +15,7 @@ use passage_plugin_host::{
 use serde_json::{Value, json};
 
 use crate::backend::{self, Device};
-use crate::{BackendKind, default_cache_dir, usage};
+use crate::{BackendKind, confine, default_cache_dir, usage};
 
 /// What `run` takes.
 #[derive(Debug, Args)]
@@ -47,9 +47,115 @@ pub struct RunArgs {
     /// Memory limit of the plugin itself (its WebAssembly linear memory), in MiB.
     #[arg(long, default_value_t = 256)]
     pub wasm_memory_mib: usize,
+    /// Host memory the plugin may hold through `host-memory` (pinned and pageable), in MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub host_memory_mib: u64,
     /// Where compiled plugins are cached (default: $XDG_CACHE_HOME/passage or ~/.cache/passage).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// When started as root, the user the run switches to before it loads the plugin (default:
+    /// `passage-job` where that user exists, otherwise `nobody`); its compile cache is then
+    /// /var/cache/passage-agent/user-UID.
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+/// How long past its time limit a run may go before the watchdog ends the process: a GPU call
+/// that never returns (a kernel that loops forever) cannot be interrupted by the sandbox's clock.
+const WATCHDOG_GRACE: Duration = Duration::from_secs(5);
+/// Where a job started as root keeps the cache of the user it switches to.
+const JOB_CACHE_ROOT: &str = "/var/cache/passage-agent";
+/// The largest file a run may write (compiled code in the cache).
+const MAX_FILE_BYTES: u64 = 256 << 20;
+/// Memory the runtime itself needs besides the plugin's: compiler, driver, buffers.
+const RUNTIME_BYTES: u64 = 4 << 30;
+
+/// Ends the process once the run is `grace` past `limit`, saying why on the way out.
+fn arm_watchdog(limit: Duration, events: bool) {
+    let spawned = std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(limit + WATCHDOG_GRACE);
+            let error = format!(
+                "limit exceeded: the run passed its time limit of {} s and did not stop (a GPU \
+                 call never returned); its process was ended",
+                limit.as_secs()
+            );
+            if events {
+                emit(&json!({ "event": "result", "ok": false, "error": error }));
+            } else {
+                eprintln!("passage-agent: {error}");
+            }
+            end_process(124);
+        });
+    if let Err(e) = spawned {
+        eprintln!("passage-agent: cannot start the watchdog: {e}");
+        end_process(1);
+    }
+}
+
+/// Ends the process at once, without running exit handlers: the GPU driver's own may wait for
+/// the very kernel that never ends.
+#[allow(unsafe_code)]
+fn end_process(code: i32) -> ! {
+    // SAFETY: _exit takes an integer and does not return; output was flushed by `emit`.
+    unsafe { libc::_exit(code) }
+}
+
+/// Confines this process before it loads a plugin (see `confine`), after switching to an
+/// unprivileged user when it runs as root. Returns the cache directory to use and the log lines
+/// to show about protection the kernel could not give.
+fn confine_job(
+    args: &RunArgs,
+    cache: Option<PathBuf>,
+) -> anyhow::Result<(Option<PathBuf>, Vec<String>)> {
+    let mut cache = cache;
+    if confine::is_root() {
+        let user = match &args.user {
+            Some(user) => user.clone(),
+            None if confine::user_ids("passage-job").is_some() => "passage-job".into(),
+            None => "nobody".into(),
+        };
+        let (uid, gid) = confine::user_ids(&user)
+            .ok_or_else(|| anyhow::anyhow!("cannot run the job as {user:?}: no such user"))?;
+        // The user gets a cache of its own, where it can reach it (root's home is closed to
+        // others), so that it never writes where root reads.
+        let own = PathBuf::from(JOB_CACHE_ROOT).join(format!("user-{uid}"));
+        std::fs::create_dir_all(&own)
+            .with_context(|| format!("cannot create {}", own.display()))?;
+        std::os::unix::fs::chown(&own, Some(uid), Some(gid))
+            .with_context(|| format!("cannot hand {} to {user}", own.display()))?;
+        cache = Some(own);
+        confine::drop_to_user(&user)?;
+    }
+    let writable = match &cache {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            dir.clone()
+        }
+        None => std::env::temp_dir().join(format!("passage-job-{}", std::process::id())),
+    };
+    if std::env::var_os("CUDA_CACHE_PATH").is_none() {
+        // SAFETY: no other thread exists yet in this process (see `confine`), so nothing reads
+        // the environment while it changes.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("CUDA_CACHE_PATH", writable.join("nv"));
+        }
+    }
+    let mut plugin_bytes = (args.wasm_memory_mib as u64 + args.host_memory_mib) << 20;
+    if args.backend == BackendKind::Fake {
+        // A simulated device keeps its memory in this process.
+        plugin_bytes = plugin_bytes.saturating_add(args.gpu_memory_mib << 20);
+    }
+    let limits = confine::Limits {
+        data_bytes: plugin_bytes.saturating_add(RUNTIME_BYTES),
+        locked_bytes: args.host_memory_mib << 20,
+        file_bytes: MAX_FILE_BYTES,
+    };
+    let confined = confine::confine(&writable, &limits)?;
+    Ok((cache, confined.warnings))
 }
 
 /// Writes one JSON line to standard output at once (the reader is waiting for it).
@@ -92,8 +198,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(given) => given,
         Err(e) => return fail(&args, None, e),
     };
-    let cache = args.cache_dir.clone().or_else(default_cache_dir);
-    let engine = PluginEngine::new(cache.as_deref())?;
     let bytes = match std::fs::read(&args.plugin) {
         Ok(bytes) => bytes,
         Err(e) => {
@@ -104,6 +208,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
+    let (cache, warnings) =
+        match confine_job(&args, args.cache_dir.clone().or_else(default_cache_dir)) {
+            Ok(confined) => confined,
+            Err(e) => return fail(&args, None, format!("the job could not be confined: {e:#}")),
+        };
+    for warning in &warnings {
+        if args.events {
+            emit(&json!({ "event": "log", "level": "warn", "message": warning }));
+        } else {
+            eprintln!("[warn] {warning}");
+        }
+    }
+    let engine = PluginEngine::new(cache.as_deref())?;
     let loaded = match engine.load(&bytes) {
         Ok(loaded) => loaded,
         Err(e) => return fail(&args, None, format!("{}: {e}", args.plugin.display())),
@@ -137,9 +254,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let limits = RunLimits {
         wall_time: Duration::from_secs(args.timeout),
         gpu_memory: args.gpu_memory_mib << 20,
+        host_memory: args.host_memory_mib << 20,
         wasm_memory: args.wasm_memory_mib << 20,
         ..RunLimits::default()
     };
+    arm_watchdog(limits.wall_time, args.events);
     let (quiet, events) = (args.json, args.events);
     let usage_before = usage::Usage::now();
     let result = engine.run_on(

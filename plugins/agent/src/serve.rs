@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// Where compiled plugins and fetched components are kept.
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// A PEM file of CA certificates to trust for an `https://` portal, besides the usual roots.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A job being run, and how to stop it.
@@ -69,7 +72,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(default_cache_dir)
         .context("no cache directory: give --cache-dir")?;
-    let portal = Portal::new(&args.server, &token)?;
+    let portal = Portal::new(&args.server, &token, args.ca_file.as_deref())?;
     let devices = list_devices(args.backend, args.fake_devices)?;
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())

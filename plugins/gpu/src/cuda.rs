@@ -24,6 +24,9 @@ use sha2::{Digest, Sha256};
 use crate::signature::{self, Signatures};
 use crate::{DeviceInfo, GpuBackend, GpuError, Handle, KernelArg, LaunchConfig, Leftovers};
 
+/// The longest one NVRTC compilation may take.
+pub const MAX_COMPILE_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Handles are small unique integers: hashing them is needless work on the launch path.
 #[derive(Default)]
 struct HandleHasher(u64);
@@ -59,6 +62,7 @@ enum Object {
     Module {
         module: sys::CUmodule,
         kernels: Signatures,
+        global_bytes: u64,
     },
     Kernel(sys::CUfunction),
     Stream(sys::CUstream),
@@ -282,13 +286,36 @@ impl CudaGpu {
             name: Some(name.to_string()),
             ..Default::default()
         };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(source, options).map_err(|e| match e {
-            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
-                GpuError::CompileFailed(format!("{name}:\n{}", log.to_string_lossy().trim()))
+        // NVRTC cannot be interrupted: it compiles on a thread of its own, and a compilation
+        // that outlasts the limit is abandoned (the job process ends soon after the error).
+        let (done, outcome) = std::sync::mpsc::channel();
+        let (owned_name, owned_source) = (name.to_string(), source.to_string());
+        std::thread::Builder::new()
+            .name("nvrtc".into())
+            .spawn(move || {
+                let result = cudarc::nvrtc::compile_ptx_with_opts(&owned_source, options)
+                    .map(|ptx| ptx.to_src())
+                    .map_err(|e| match e {
+                        cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                            GpuError::CompileFailed(format!(
+                                "{owned_name}:\n{}",
+                                log.to_string_lossy().trim()
+                            ))
+                        }
+                        other => GpuError::CompileFailed(format!("{owned_name}: {other:?}")),
+                    });
+                let _ = done.send(result);
+            })
+            .map_err(|e| GpuError::Driver(format!("cannot start the compiler thread: {e}")))?;
+        let text = match outcome.recv_timeout(MAX_COMPILE_TIME) {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(GpuError::LimitExceeded(format!(
+                    "{name}: compiling took longer than {} s, the limit of one compilation",
+                    MAX_COMPILE_TIME.as_secs()
+                )));
             }
-            other => GpuError::CompileFailed(format!("{name}: {other:?}")),
-        })?;
-        let text = ptx.to_src();
+        };
         if let Some(path) = cached {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -535,6 +562,7 @@ impl GpuBackend for CudaGpu {
     }
 
     fn compile(&mut self, name: &str, source: &str) -> Result<Handle, GpuError> {
+        crate::source::check_cuda_source(name, source)?;
         // SAFETY: only probes whether the shared library can be loaded.
         if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
             return Err(GpuError::CompileFailed(
@@ -548,12 +576,26 @@ impl GpuBackend for CudaGpu {
     fn load_ptx(&mut self, ptx: &str) -> Result<Handle, GpuError> {
         self.bind()?;
         let kernels = signature::from_ptx(ptx).map_err(GpuError::NotFound)?;
+        let global_bytes = signature::ptx_global_bytes(ptx);
         let image = CString::new(ptx)
             .map_err(|_| GpuError::InvalidArgument("PTX contains a NUL byte".into()))?;
         // SAFETY: `image` is a NUL-terminated PTX string that lives across the call.
         let module = unsafe { cu::module::load_data(image.as_ptr().cast::<c_void>()) };
         let module = self.track(module)?;
-        Ok(self.insert(Object::Module { module, kernels }))
+        Ok(self.insert(Object::Module {
+            module,
+            kernels,
+            global_bytes,
+        }))
+    }
+
+    fn module_global_bytes(&self, module: Handle) -> Result<u64, GpuError> {
+        match self.objects.get(&module) {
+            Some(Object::Module { global_bytes, .. }) => Ok(*global_bytes),
+            _ => Err(GpuError::InvalidArgument(format!(
+                "{module:?} is not a module"
+            ))),
+        }
     }
 
     fn unload(&mut self, module: Handle) -> Result<(), GpuError> {
@@ -563,7 +605,9 @@ impl GpuBackend for CudaGpu {
     fn kernel(&mut self, module: Handle, name: &str) -> Result<(Handle, Vec<u32>), GpuError> {
         self.bind()?;
         let (cu_module, params) = match self.objects.get(&module) {
-            Some(Object::Module { module, kernels }) => (
+            Some(Object::Module {
+                module, kernels, ..
+            }) => (
                 *module,
                 kernels.get(name).cloned().ok_or_else(|| {
                     GpuError::NotFound(format!(

@@ -26,8 +26,13 @@ pub struct LaunchRecord {
 enum Object {
     Buffer(Vec<u8>),
     HostBuffer(Vec<u8>),
-    Module(Signatures),
-    Kernel { name: String },
+    Module {
+        kernels: Signatures,
+        global_bytes: u64,
+    },
+    Kernel {
+        name: String,
+    },
     Stream,
     Event(Option<Instant>),
 }
@@ -259,11 +264,9 @@ impl GpuBackend for FakeGpu {
     fn host_alloc(&mut self, size: u64, pinned: bool) -> Result<Handle, GpuError> {
         let bytes = usize::try_from(size)
             .map_err(|_| GpuError::OutOfMemory(format!("{size} bytes of host memory")))?;
-        let mut storage = Vec::new();
-        storage
-            .try_reserve_exact(bytes)
-            .map_err(|_| GpuError::OutOfMemory(format!("{size} bytes of host memory")))?;
-        storage.resize(bytes, 0);
+        // Zeroed memory comes from the system untouched, so a large buffer costs nothing
+        // until it is written, as with the pages of a real allocation.
+        let storage = vec![0u8; bytes];
         // Simulated memory is never page-locked; `pinned` only matters on a real device.
         let _ = pinned;
         Ok(self.insert(Object::HostBuffer(storage)))
@@ -324,9 +327,14 @@ impl GpuBackend for FakeGpu {
     }
 
     fn compile(&mut self, name: &str, source: &str) -> Result<Handle, GpuError> {
+        crate::source::check_cuda_source(name, source)?;
         let kernels = signature::from_cuda_source(source)
             .map_err(|e| GpuError::CompileFailed(format!("{name}: {e}")))?;
-        Ok(self.insert(Object::Module(kernels)))
+        let global_bytes = signature::cuda_global_bytes(source);
+        Ok(self.insert(Object::Module {
+            kernels,
+            global_bytes,
+        }))
     }
 
     fn load_ptx(&mut self, ptx: &str) -> Result<Handle, GpuError> {
@@ -334,17 +342,30 @@ impl GpuBackend for FakeGpu {
         if kernels.is_empty() {
             return Err(GpuError::NotFound("the PTX has no .entry".into()));
         }
-        Ok(self.insert(Object::Module(kernels)))
+        let global_bytes = signature::ptx_global_bytes(ptx);
+        Ok(self.insert(Object::Module {
+            kernels,
+            global_bytes,
+        }))
+    }
+
+    fn module_global_bytes(&self, module: Handle) -> Result<u64, GpuError> {
+        match self.objects.get(&module) {
+            Some(Object::Module { global_bytes, .. }) => Ok(*global_bytes),
+            _ => Err(GpuError::InvalidArgument(format!(
+                "{module:?} is not a module"
+            ))),
+        }
     }
 
     fn unload(&mut self, module: Handle) -> Result<(), GpuError> {
-        self.remove(module, "module", |o| matches!(o, Object::Module(_)))
+        self.remove(module, "module", |o| matches!(o, Object::Module { .. }))
             .map(drop)
     }
 
     fn kernel(&mut self, module: Handle, name: &str) -> Result<(Handle, Vec<u32>), GpuError> {
         let params = match self.objects.get(&module) {
-            Some(Object::Module(kernels)) => kernels
+            Some(Object::Module { kernels, .. }) => kernels
                 .get(name)
                 .cloned()
                 .ok_or_else(|| GpuError::NotFound(format!("no kernel {name:?} in the module")))?,
@@ -466,7 +487,7 @@ impl GpuBackend for FakeGpu {
             match object {
                 Object::Buffer(_) => left.buffers += 1,
                 Object::HostBuffer(_) => left.host_buffers += 1,
-                Object::Module(_) => left.modules += 1,
+                Object::Module { .. } => left.modules += 1,
                 Object::Stream | Object::Event(_) => left.streams_and_events += 1,
                 Object::Kernel { .. } => {}
             }

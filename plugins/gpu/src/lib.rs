@@ -11,6 +11,7 @@
 pub mod cuda;
 mod fake;
 pub mod signature;
+pub mod source;
 
 use std::fmt;
 
@@ -202,10 +203,13 @@ pub trait GpuBackend: Send {
         len: u64,
         stream: Handle,
     ) -> Result<(), GpuError>;
-    /// Compiles CUDA C source into a module.
+    /// Compiles CUDA C source into a module. The source is checked first
+    /// ([`source::check_cuda_source`]): no file but NVRTC's own headers can be included.
     fn compile(&mut self, name: &str, source: &str) -> Result<Handle, GpuError>;
     /// Loads PTX text into a module.
     fn load_ptx(&mut self, ptx: &str) -> Result<Handle, GpuError>;
+    /// Bytes of device memory the module's own variables (`__device__`, `.global`) take.
+    fn module_global_bytes(&self, module: Handle) -> Result<u64, GpuError>;
     /// Unloads a module (its kernels become invalid).
     fn unload(&mut self, module: Handle) -> Result<(), GpuError>;
     /// Finds kernel `name` in `module`; returns it with the size of each declared parameter.

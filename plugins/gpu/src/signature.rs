@@ -3,6 +3,9 @@
 //!
 //! Launch arguments are checked against these sizes before anything reaches the driver, so a
 //! plugin that passes the wrong number or kind of arguments gets an error, not a corrupted launch.
+//!
+//! The device memory a module's variables take (`__device__` arrays, PTX `.global` variables) is
+//! read here too: it is allocated when the module loads, and counts against a run's GPU memory.
 
 use std::collections::BTreeMap;
 
@@ -208,6 +211,233 @@ fn check_balanced(code: &str) -> Result<(), String> {
     }
 }
 
+/// Bytes of device memory taken by the module-scope `.global` variables of a PTX module.
+pub fn ptx_global_bytes(ptx: &str) -> u64 {
+    let mut total = 0u64;
+    for line in ptx.lines() {
+        let line = line.split("//").next().unwrap_or_default();
+        let words: Vec<&str> = line
+            .split(|c: char| c.is_whitespace() || c == ';' || c == '=')
+            .filter(|w| !w.is_empty())
+            .collect();
+        let Some(first) = words
+            .iter()
+            .position(|w| !matches!(*w, ".visible" | ".weak" | ".common"))
+        else {
+            continue;
+        };
+        if words[first] != ".global" {
+            continue;
+        }
+        let mut element = 0u64;
+        let mut lanes = 1u64;
+        let mut name = None;
+        for word in &words[first + 1..] {
+            if let Some(n) = word.strip_prefix(".v").and_then(|n| n.parse::<u64>().ok()) {
+                lanes = n;
+            } else if let Some(bits) = ptx_type_bits(word) {
+                element = bits / 8;
+            } else if !word.starts_with('.') && !word.chars().all(|c| c.is_ascii_digit()) {
+                name = Some(*word);
+                break;
+            }
+        }
+        if let Some(name) = name {
+            total = total.saturating_add(
+                element
+                    .saturating_mul(lanes)
+                    .saturating_mul(dimensions(name)),
+            );
+        }
+    }
+    total
+}
+
+fn ptx_type_bits(word: &str) -> Option<u64> {
+    let rest = word
+        .strip_prefix(".b")
+        .or_else(|| word.strip_prefix(".u"))
+        .or_else(|| word.strip_prefix(".s"))
+        .or_else(|| word.strip_prefix(".f"))?;
+    rest.parse().ok()
+}
+
+/// The element count of `name[a][b]...`: the product of its dimensions (1 for a scalar, 0 for an
+/// unsized array, which takes no storage here).
+fn dimensions(name: &str) -> u64 {
+    let mut count = 1u64;
+    for part in name.split('[').skip(1) {
+        let size = part.split(']').next().unwrap_or_default().trim();
+        count = count.saturating_mul(size.parse().unwrap_or(0));
+    }
+    count
+}
+
+/// Bytes of device memory taken by the `__device__` variables of CUDA C source, as far as the
+/// source says without compiling it: sizes may use integer literals, `#define`d names, `*`, `+`,
+/// `-`, `<<` and parentheses. Used where no PTX exists (the simulated device); PTX is exact.
+pub fn cuda_global_bytes(source: &str) -> u64 {
+    let code = strip_comments(source);
+    let mut defines = BTreeMap::new();
+    for line in code.lines() {
+        let mut words = line.trim_start().splitn(3, char::is_whitespace);
+        if words.next() == Some("#define")
+            && let (Some(name), Some(value)) = (words.next(), words.next())
+            && let Some(value) = eval(value, &defines)
+        {
+            defines.insert(name.to_string(), value);
+        }
+    }
+    let mut total = 0u64;
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("__device__") {
+        rest = &rest[at + "__device__".len()..];
+        let end = rest.find([';', '(', '{', '=']).unwrap_or(rest.len());
+        // A function, or a declaration with an initialiser list: read up to the first `;`.
+        if rest[end..].starts_with(['(', '{']) {
+            continue;
+        }
+        let declaration = &rest[..end];
+        let open = declaration.find('[').unwrap_or(declaration.len());
+        let words: Vec<&str> = declaration[..open].split_whitespace().collect();
+        let Some((_, type_words)) = words.split_last() else {
+            continue;
+        };
+        let element = c_type_size(&type_words.join(" ")).unwrap_or(8);
+        let mut count = 1u64;
+        for part in declaration[open..].split('[').skip(1) {
+            let size = part.split(']').next().unwrap_or_default();
+            count = count.saturating_mul(eval(size, &defines).unwrap_or(0));
+        }
+        total = total.saturating_add(element.saturating_mul(count));
+    }
+    total
+}
+
+fn c_type_size(ty: &str) -> Option<u64> {
+    let ty: Vec<&str> = ty
+        .split_whitespace()
+        .filter(|w| {
+            !matches!(
+                *w,
+                "const" | "volatile" | "static" | "extern" | "__managed__"
+            )
+        })
+        .collect();
+    Some(match ty.join(" ").as_str() {
+        "char" | "unsigned char" | "signed char" | "bool" | "int8_t" | "uint8_t" => 1,
+        "short" | "unsigned short" | "int16_t" | "uint16_t" | "__half" | "half" => 2,
+        "int" | "unsigned" | "unsigned int" | "float" | "int32_t" | "uint32_t" => 4,
+        "long long" | "unsigned long long" | "long" | "unsigned long" | "size_t" | "double"
+        | "int64_t" | "uint64_t" | "float2" | "int2" => 8,
+        "float4" | "int4" | "double2" => 16,
+        _ => return None,
+    })
+}
+
+/// Evaluates a small integer expression: literals (with `u`/`l` suffixes, hex), names from
+/// `defines`, `*`, `+`, `-`, `<<` and parentheses. None when it is anything else.
+fn eval(text: &str, defines: &BTreeMap<String, u64>) -> Option<u64> {
+    let mut tokens = Vec::new();
+    let mut chars = text.trim().chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+        } else if c.is_ascii_alphanumeric() || c == '_' {
+            let mut word = String::new();
+            while let Some(&c) = chars
+                .peek()
+                .filter(|c| c.is_ascii_alphanumeric() || **c == '_')
+            {
+                word.push(c);
+                chars.next();
+            }
+            tokens.push(word);
+        } else if c == '<' {
+            chars.next();
+            (chars.next()? == '<').then_some(())?;
+            tokens.push("<<".into());
+        } else if "*+-()".contains(c) {
+            tokens.push(c.to_string());
+            chars.next();
+        } else {
+            return None;
+        }
+    }
+    let mut parser = Expr {
+        tokens,
+        at: 0,
+        defines,
+    };
+    let value = parser.shift()?;
+    (parser.at == parser.tokens.len()).then_some(value)
+}
+
+struct Expr<'a> {
+    tokens: Vec<String>,
+    at: usize,
+    defines: &'a BTreeMap<String, u64>,
+}
+
+impl Expr<'_> {
+    fn next_is(&mut self, token: &str) -> bool {
+        let found = self.tokens.get(self.at).is_some_and(|t| t == token);
+        if found {
+            self.at += 1;
+        }
+        found
+    }
+
+    fn shift(&mut self) -> Option<u64> {
+        let mut value = self.sum()?;
+        while self.next_is("<<") {
+            value = value.checked_shl(u32::try_from(self.sum()?).ok()?)?;
+        }
+        Some(value)
+    }
+
+    fn sum(&mut self) -> Option<u64> {
+        let mut value = self.product()?;
+        loop {
+            if self.next_is("+") {
+                value = value.saturating_add(self.product()?);
+            } else if self.next_is("-") {
+                value = value.saturating_sub(self.product()?);
+            } else {
+                return Some(value);
+            }
+        }
+    }
+
+    fn product(&mut self) -> Option<u64> {
+        let mut value = self.atom()?;
+        while self.next_is("*") {
+            value = value.saturating_mul(self.atom()?);
+        }
+        Some(value)
+    }
+
+    fn atom(&mut self) -> Option<u64> {
+        if self.next_is("(") {
+            let value = self.shift()?;
+            return self.next_is(")").then_some(value);
+        }
+        let token = self.tokens.get(self.at)?.clone();
+        self.at += 1;
+        if let Some(value) = self.defines.get(&token) {
+            return Some(*value);
+        }
+        let digits = token.trim_end_matches(['u', 'U', 'l', 'L']);
+        match digits
+            .strip_prefix("0x")
+            .or_else(|| digits.strip_prefix("0X"))
+        {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => digits.parse().ok(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +500,21 @@ extern "C" __global__ void empty(void) {}
         ] {
             assert!(from_cuda_source(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn module_variables_are_sized() {
+        let ptx = ".version 8.5\n.global .align 4 .b8 hoard[1048576];\n\
+                   .visible .global .align 4 .u32 counter;\n\
+                   .global .align 16 .v4 .f32 quads[10][2];\n\
+                   .extern .global .align 4 .b8 elsewhere[];\n\
+                   .visible .entry k(\n\t.param .u64 .ptr .global .align 8 k_param_0\n)\n{\n\tret;\n}\n";
+        assert_eq!(ptx_global_bytes(ptx), 1048576 + 4 + 16 * 20);
+        let source = "#define N (1 << 20)\n__device__ float big[N * 4];\n\
+                      __device__ unsigned long long hoard[1ull << 30];\n\
+                      __device__ int scalar;\n\
+                      __device__ float helper(float x) { return x; }\n\
+                      extern \"C\" __global__ void k(float *x) { x[0] = helper(big[0]); }\n";
+        assert_eq!(cuda_global_bytes(source), (4 << 22) + (8 << 30) + 4);
     }
 }

@@ -33,6 +33,8 @@ pub struct HostMemoryRes {
 #[derive(Debug)]
 pub struct ModuleRes {
     handle: Handle,
+    /// Device bytes of the module's own variables, counted against the run's GPU memory.
+    global_bytes: u64,
 }
 
 /// A kernel and its declared parameter sizes.
@@ -365,16 +367,15 @@ impl gpu::HostHostMemory for RunState {
                 "a host buffer needs at least one byte".into(),
             )));
         }
-        // Host memory counts against the same budget: it is memory the run takes from the machine.
-        if self.gpu_bytes.saturating_add(size) > self.gpu_limit {
+        if self.host_bytes.saturating_add(size) > self.host_limit {
             return Ok(Err(WitGpuError::LimitExceeded(format!(
-                "{size} bytes of host memory would take the run past its memory limit of {} bytes",
-                self.gpu_limit
+                "{size} more bytes would take the run past its host memory limit of {} bytes ({} in use)",
+                self.host_limit, self.host_bytes
             ))));
         }
         match self.with_gpu(|gpu| gpu.host_alloc(size, pinned)) {
             Ok(handle) => {
-                self.gpu_bytes += size;
+                self.host_bytes += size;
                 Ok(Ok(self.added(HostMemoryRes {
                     handle,
                     size,
@@ -423,11 +424,37 @@ impl gpu::HostHostMemory for RunState {
 
     fn drop(&mut self, buffer: Resource<HostMemoryRes>) -> wasmtime::Result<()> {
         let buffer = self.removed(buffer)?;
-        self.gpu_bytes = self.gpu_bytes.saturating_sub(buffer.size);
+        self.host_bytes = self.host_bytes.saturating_sub(buffer.size);
         if let Some(gpu) = self.owner(0) {
             gpu.host_free(buffer.handle).ok();
         }
         Ok(())
+    }
+}
+
+impl RunState {
+    /// Counts a loaded module's variables against the GPU memory limit; a module that does not
+    /// fit is unloaded again.
+    fn module_added(&mut self, handle: Handle) -> WitResult<Resource<ModuleRes>> {
+        let global_bytes = match self.with_gpu(|gpu| gpu.module_global_bytes(handle)) {
+            Ok(bytes) => bytes,
+            Err(e) => return Ok(Err(e)),
+        };
+        if self.gpu_bytes.saturating_add(global_bytes) > self.gpu_limit {
+            if let Some(gpu) = self.owner(0) {
+                gpu.unload(handle).ok();
+            }
+            return Ok(Err(WitGpuError::LimitExceeded(format!(
+                "the module's __device__ variables take {global_bytes} bytes, which would take the \
+                 run past its GPU memory limit of {} bytes ({} in use)",
+                self.gpu_limit, self.gpu_bytes
+            ))));
+        }
+        self.gpu_bytes += global_bytes;
+        Ok(Ok(self.added(ModuleRes {
+            handle,
+            global_bytes,
+        })?))
     }
 }
 
@@ -437,7 +464,7 @@ impl gpu::HostModule for RunState {
             return Ok(Err(e));
         }
         match self.with_gpu(|gpu| gpu.compile(&name, &source)) {
-            Ok(handle) => Ok(Ok(self.added(ModuleRes { handle })?)),
+            Ok(handle) => self.module_added(handle),
             Err(e) => Ok(Err(e)),
         }
     }
@@ -447,7 +474,7 @@ impl gpu::HostModule for RunState {
             return Ok(Err(e));
         }
         match self.with_gpu(|gpu| gpu.load_ptx(&ptx)) {
-            Ok(handle) => Ok(Ok(self.added(ModuleRes { handle })?)),
+            Ok(handle) => self.module_added(handle),
             Err(e) => Ok(Err(e)),
         }
     }
@@ -473,6 +500,7 @@ impl gpu::HostModule for RunState {
 
     fn drop(&mut self, module: Resource<ModuleRes>) -> wasmtime::Result<()> {
         let module = self.removed(module)?;
+        self.gpu_bytes = self.gpu_bytes.saturating_sub(module.global_bytes);
         if let Some(gpu) = self.owner(0) {
             gpu.unload(module.handle).ok();
         }
@@ -712,13 +740,11 @@ impl peers::Host for RunState {
 
 impl report::Host for RunState {
     fn metric(&mut self, name: String, value: f64, unit: String) -> wasmtime::Result<()> {
-        self.report(RunEvent::Metric(Metric { name, value, unit }));
-        Ok(())
+        Ok(self.report(RunEvent::Metric(Metric { name, value, unit }))?)
     }
 
     fn progress(&mut self, fraction: f32, note: String) -> wasmtime::Result<()> {
-        self.report(RunEvent::Progress(fraction.clamp(0.0, 1.0), note));
-        Ok(())
+        Ok(self.report(RunEvent::Progress(fraction.clamp(0.0, 1.0), note))?)
     }
 
     fn log(&mut self, level: report::Level, message: String) -> wasmtime::Result<()> {
@@ -728,8 +754,7 @@ impl report::Host for RunState {
             report::Level::Warn => LogLevel::Warn,
             report::Level::Error => LogLevel::Error,
         };
-        self.report(RunEvent::Log(level, message));
-        Ok(())
+        Ok(self.report(RunEvent::Log(level, message))?)
     }
 }
 

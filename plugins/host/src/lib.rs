@@ -59,6 +59,9 @@ pub enum PluginError {
     /// The run passed its wall-time limit.
     #[error("the plugin ran past its time limit of {0:?}")]
     TimedOut(Duration),
+    /// The plugin reported more than the run's limits allow (metrics, log lines, bytes).
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
     /// The plugin returned an error.
     #[error("the plugin failed: {0}")]
     Failed(String),
@@ -72,12 +75,20 @@ pub enum PluginError {
 pub struct RunLimits {
     /// Linear memory of the plugin, in bytes.
     pub wasm_memory: usize,
-    /// Device memory held at once, in bytes.
+    /// Device memory held at once, in bytes: buffers and the modules' own variables.
     pub gpu_memory: u64,
+    /// Host memory (pinned and pageable) held at once through `host-memory`, in bytes.
+    pub host_memory: u64,
     /// Wall-clock time of the whole run.
     pub wall_time: Duration,
     /// GPU resources (buffers, host buffers, modules, kernels, streams, events) alive at once.
     pub resources: usize,
+    /// `report.metric` calls.
+    pub metrics: usize,
+    /// `report.log` lines.
+    pub log_lines: usize,
+    /// Bytes of text reported: metric names and units, log lines and progress notes together.
+    pub report_bytes: usize,
 }
 
 impl Default for RunLimits {
@@ -85,8 +96,12 @@ impl Default for RunLimits {
         RunLimits {
             wasm_memory: 256 << 20,
             gpu_memory: 8 << 30,
+            host_memory: 4 << 30,
             wall_time: Duration::from_secs(600),
             resources: 4096,
+            metrics: 10_000,
+            log_lines: 10_000,
+            report_bytes: 1 << 20,
         }
     }
 }
@@ -363,6 +378,9 @@ impl PluginEngine {
 }
 
 fn classify_trap(error: wasmtime::Error, wall_time: Duration) -> PluginError {
+    if let Some(limit) = error.downcast_ref::<state::ReportLimit>() {
+        return PluginError::LimitExceeded(limit.0.clone());
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => PluginError::TimedOut(wall_time),
         _ => PluginError::Trap(format!("{error:#}")),

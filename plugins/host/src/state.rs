@@ -1,7 +1,10 @@
 //! What one run's `Store` holds: the sandbox's WASI context, the GPU and its accounting, and
 //! what the plugin reported.
 
+use std::time::{Duration, Instant};
+
 use passage_gpu::{GpuBackend, GpuError};
+use thiserror::Error;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -55,6 +58,21 @@ pub enum RunEvent {
     Log(LogLevel, String),
 }
 
+/// The most bytes of one metric name.
+pub const MAX_METRIC_NAME: usize = 256;
+/// The most bytes of one unit.
+pub const MAX_UNIT: usize = 32;
+/// The most bytes of one progress note.
+pub const MAX_NOTE: usize = 256;
+/// Progress is passed on at most this often; calls in between only update the latest value.
+const PROGRESS_EVERY: Duration = Duration::from_millis(50);
+
+/// Why a run was stopped for reporting too much: ends the plugin's call with this error, which
+/// the engine turns into [`crate::PluginError::LimitExceeded`].
+#[derive(Debug, Error)]
+#[error("{0}")]
+pub struct ReportLimit(pub String);
+
 /// What a finished run leaves: the GPUs and what the plugin reported.
 pub(crate) struct Finished {
     pub gpus: Vec<Box<dyn GpuBackend>>,
@@ -71,9 +89,18 @@ pub struct RunState {
     pub(crate) limits: StoreLimits,
     /// The run's devices; the `gpu` interface uses the first. None while describing.
     pub(crate) gpus: Vec<Box<dyn GpuBackend>>,
-    /// Device bytes held by live buffers.
+    /// Device bytes held by live buffers and loaded modules' variables.
     pub(crate) gpu_bytes: u64,
     pub(crate) gpu_limit: u64,
+    /// Host bytes held by live host memory.
+    pub(crate) host_bytes: u64,
+    pub(crate) host_limit: u64,
+    /// What may still be reported: metrics, log lines, bytes of text.
+    metrics_left: usize,
+    log_lines_left: usize,
+    report_bytes_left: usize,
+    report_limits: RunLimits,
+    last_progress: Option<Instant>,
     /// GPU resources alive.
     pub(crate) resources: usize,
     pub(crate) resource_limit: usize,
@@ -104,6 +131,13 @@ impl RunState {
             gpus,
             gpu_bytes: 0,
             gpu_limit: limits.gpu_memory,
+            host_bytes: 0,
+            host_limit: limits.host_memory,
+            metrics_left: limits.metrics,
+            log_lines_left: limits.log_lines,
+            report_bytes_left: limits.report_bytes,
+            report_limits: limits.clone(),
+            last_progress: None,
             resources: 0,
             resource_limit: limits.resources,
             fault: None,
@@ -137,13 +171,57 @@ impl RunState {
         }
     }
 
-    pub(crate) fn report(&mut self, event: RunEvent) {
+    /// Records and passes on what the plugin reported, within the run's limits; past them the
+    /// plugin's call ends in a [`ReportLimit`] error.
+    pub(crate) fn report(&mut self, event: RunEvent) -> Result<(), ReportLimit> {
+        match &event {
+            RunEvent::Metric(metric) => {
+                check_length("a metric name", &metric.name, MAX_METRIC_NAME)?;
+                check_length("a unit", &metric.unit, MAX_UNIT)?;
+                take(
+                    &mut self.metrics_left,
+                    1,
+                    self.report_limits.metrics,
+                    "metrics (report.metric calls)",
+                )?;
+                self.spend(metric.name.len() + metric.unit.len())?;
+            }
+            RunEvent::Log(_, message) => {
+                take(
+                    &mut self.log_lines_left,
+                    1,
+                    self.report_limits.log_lines,
+                    "log lines (report.log calls)",
+                )?;
+                self.spend(message.len())?;
+            }
+            RunEvent::Progress(_, note) => {
+                check_length("a progress note", note, MAX_NOTE)?;
+                if self
+                    .last_progress
+                    .is_some_and(|at| at.elapsed() < PROGRESS_EVERY)
+                {
+                    return Ok(());
+                }
+                self.last_progress = Some(Instant::now());
+            }
+        }
         (self.events)(&event);
         match event {
             RunEvent::Metric(metric) => self.metrics.push(metric),
             RunEvent::Log(level, message) => self.logs.push((level, message)),
             RunEvent::Progress(..) => {}
         }
+        Ok(())
+    }
+
+    fn spend(&mut self, bytes: usize) -> Result<(), ReportLimit> {
+        take(
+            &mut self.report_bytes_left,
+            bytes,
+            self.report_limits.report_bytes,
+            "bytes of reported text (metric names and units, log lines)",
+        )
     }
 
     /// Device `index` of the run, or an error when there is none (during `describe`, or past
@@ -204,6 +282,29 @@ impl RunState {
         }
         result
     }
+}
+
+/// Takes `amount` from what is `left` of a limit named `what`.
+fn take(left: &mut usize, amount: usize, limit: usize, what: &str) -> Result<(), ReportLimit> {
+    match left.checked_sub(amount) {
+        Some(rest) => {
+            *left = rest;
+            Ok(())
+        }
+        None => Err(ReportLimit(format!(
+            "the run reported more than {limit} {what}, its limit; the run was stopped"
+        ))),
+    }
+}
+
+fn check_length(what: &str, text: &str, max: usize) -> Result<(), ReportLimit> {
+    if text.len() > max {
+        return Err(ReportLimit(format!(
+            "{what} of {} bytes; at most {max} bytes are accepted",
+            text.len()
+        )));
+    }
+    Ok(())
 }
 
 impl WasiView for RunState {

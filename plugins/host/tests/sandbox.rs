@@ -366,3 +366,127 @@ fn the_template_plugin_runs_as_shipped() {
             .any(|m| m.name == "verification" && m.value == -1.0)
     );
 }
+
+// Attacks on the host through the plugin contract: each ends in a clear error, within bounded
+// time, and leaves the host able to run the next plugin.
+
+/// Runs `mode` with default limits and returns its error as text, checking that it failed
+/// within `seconds` and that the same GPU then serves a healthy run.
+fn attack(mode: &str, limits: &RunLimits, seconds: u64) -> PluginError {
+    let plugin = misbehave();
+    let started = Instant::now();
+    let result = run_mode(&plugin, mode, &[], Box::new(FakeGpu::default()), limits);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(seconds),
+        "{mode} took {elapsed:?}"
+    );
+    let err = result.outcome.expect_err(mode);
+    assert_healthy(&plugin, result.gpu);
+    err
+}
+
+#[test]
+fn host_files_cannot_be_included_into_cuda_source() {
+    for mode in ["include-file", "include-macro", "include-disguised"] {
+        let err = attack(mode, &RunLimits::default(), 10).to_string();
+        assert!(err.contains("CompileFailed"), "{mode}: {err}");
+        assert!(
+            err.contains("only cuda_fp16.h"),
+            "{mode}: the refusal names what may be included: {err}"
+        );
+        for leak in ["root:", "/bin/bash", "localhost"] {
+            assert!(!err.contains(leak), "{mode} leaked {leak:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn a_metric_flood_is_stopped_at_the_metric_limit() {
+    let limits = RunLimits::default();
+    let err = attack("metric-flood", &limits, 20);
+    let PluginError::LimitExceeded(message) = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        message.contains(&format!("more than {} metrics", limits.metrics)),
+        "{message}"
+    );
+    let err = attack("long-metric-name", &limits, 10).to_string();
+    assert!(err.contains("at most 256 bytes"), "{err}");
+}
+
+#[test]
+fn log_floods_are_stopped_by_lines_and_by_bytes() {
+    let limits = RunLimits::default();
+    let err = attack("log-flood", &limits, 20);
+    assert!(
+        matches!(&err, PluginError::LimitExceeded(m) if m.contains("log lines")),
+        "{err}"
+    );
+    let err = attack("huge-log", &limits, 20);
+    assert!(
+        matches!(&err, PluginError::LimitExceeded(m) if m.contains("bytes of reported text")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_progress_flood_is_thinned_out_not_passed_on() {
+    let plugin = misbehave();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    let params = resolve_params(
+        &plugin.info,
+        &[("mode".to_string(), "progress-flood".to_string())],
+    )
+    .unwrap();
+    let started = Instant::now();
+    let result = engine().run(
+        &plugin,
+        &params,
+        Box::new(FakeGpu::default()),
+        &RunLimits::default(),
+        Box::new(move |event| {
+            if matches!(event, passage_plugin_host::RunEvent::Progress(..)) {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }),
+    );
+    let elapsed = started.elapsed();
+    result.outcome.expect("progress is never an error");
+    let passed_on = seen.load(std::sync::atomic::Ordering::Relaxed);
+    // At most one every 50 ms, plus the first.
+    let most = (elapsed.as_millis() / 50) as usize + 1;
+    assert!(
+        passed_on <= most,
+        "{passed_on} of 2,000,000 progress calls passed on in {elapsed:?}"
+    );
+}
+
+#[test]
+fn host_memory_has_its_own_limit() {
+    let limits = RunLimits {
+        host_memory: 3 << 30,
+        gpu_memory: 64 << 30,
+        ..RunLimits::default()
+    };
+    let err = attack("host-hog", &limits, 20).to_string();
+    assert!(
+        err.contains("LimitExceeded") && err.contains("host memory limit of 3221225472 bytes"),
+        "{err}"
+    );
+    assert!(err.contains("after 3 GiB"), "{err}");
+}
+
+#[test]
+fn module_variables_count_against_gpu_memory() {
+    let limits = RunLimits::default();
+    for mode in ["global-hog", "global-hog-ptx"] {
+        let err = attack(mode, &limits, 10).to_string();
+        assert!(
+            err.contains("LimitExceeded") && err.contains("__device__ variables take"),
+            "{mode}: {err}"
+        );
+    }
+}

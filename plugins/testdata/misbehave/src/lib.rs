@@ -8,6 +8,32 @@ use passage_plugin_sdk::{
 
 struct Misbehave;
 
+/// A kernel that never ends.
+const ENDLESS_KERNEL: &str = r#"
+extern "C" __global__ void forever(int *flag) {
+    while (*flag == 0) { }
+}
+"#;
+
+/// Device variables of 64 GiB, declared in the module rather than allocated.
+const GLOBAL_HOG: &str = r#"
+__device__ unsigned long long hoard[1ull << 33];
+extern "C" __global__ void touch(int n) { hoard[n] = n; }
+"#;
+
+const GLOBAL_HOG_PTX: &str = ".version 7.0\n.target sm_52\n.address_size 64\n\
+.visible .global .align 8 .b8 hoard[68719476736];\n\
+.visible .entry touch()\n{\n\tret;\n}\n";
+
+/// Compiles `source` and returns the compiler's answer, whatever it is, as the run's error, so
+/// that a test can see whether anything of a host file came back.
+fn compile_and_tell(name: &str, source: &str) -> Result<(), String> {
+    match Module::compile(name, source) {
+        Ok(_) => Err("compiled".into()),
+        Err(e) => Err(format!("{e:?}")),
+    }
+}
+
 const FAULTING_KERNEL: &str = r#"
 extern "C" __global__ void write_null(int *unused) {
     int *nowhere = (int *)0;
@@ -24,7 +50,7 @@ impl Guest for Misbehave {
             params: vec![
                 param(
                     "mode",
-                    "trap, spin, grow, gpu-hog, bad-kernel, wrong-args, fault, ignore-fault, leak, escape, ok, peer-out-of-range, peer-wrong-stream, peer-mixed, peer-leak",
+                    "trap, spin, grow, gpu-hog, bad-kernel, wrong-args, fault, ignore-fault, leak, escape, ok, peer-out-of-range, peer-wrong-stream, peer-mixed, peer-leak, include-file, include-macro, include-disguised, metric-flood, metric-bytes-flood, long-metric-name, log-flood, huge-log, progress-flood, host-hog, global-hog, global-hog-ptx, hang",
                     Value::Text("ok".into()),
                     None,
                     None,
@@ -161,6 +187,83 @@ impl Guest for Misbehave {
                     std::mem::forget(peers::create_event(device).map_err(|e| format!("{e:?}"))?);
                 }
                 Ok(())
+            }
+            "include-file" => compile_and_tell(
+                "steal.cu",
+                "#include \"/etc/passwd\"\nextern \"C\" __global__ void k() {}\n",
+            ),
+            "include-macro" => compile_and_tell(
+                "steal.cu",
+                "#define P \"/etc/hostname\"\n#include P\nextern \"C\" __global__ void k() {}\n",
+            ),
+            "include-disguised" => compile_and_tell(
+                "steal.cu",
+                "/* x */ %: /* y */ inc\\\nlude \"/etc/passwd\"\nextern \"C\" __global__ void k() {}\n",
+            ),
+            "metric-flood" => {
+                for i in 0..5_000_000u32 {
+                    report::metric("m", f64::from(i), "");
+                }
+                Ok(())
+            }
+            "metric-bytes-flood" => {
+                let name = "m".repeat(250);
+                for i in 0..5_000_000u32 {
+                    report::metric(&name, f64::from(i), "x");
+                }
+                Ok(())
+            }
+            "long-metric-name" => {
+                report::metric(&"n".repeat(1 << 20), 1.0, "");
+                Ok(())
+            }
+            "log-flood" => {
+                for i in 0..20_000_000u32 {
+                    report::log(report::Level::Info, &format!("line {i}"));
+                }
+                Ok(())
+            }
+            "huge-log" => {
+                let line = "x".repeat(100_000);
+                for _ in 0..20_000 {
+                    report::log(report::Level::Info, &line);
+                }
+                Ok(())
+            }
+            "progress-flood" => {
+                for i in 0..2_000_000u32 {
+                    report::progress(i as f32 / 2e6, "flooding");
+                }
+                report::metric("calls", 2e6, "");
+                Ok(())
+            }
+            "host-hog" => {
+                let mut held = Vec::new();
+                loop {
+                    match HostMemory::alloc(1 << 30, true) {
+                        Ok(memory) => held.push(memory),
+                        Err(e) => return Err(format!("{e:?} after {} GiB", held.len())),
+                    }
+                }
+            }
+            "global-hog" => Module::compile("hog.cu", GLOBAL_HOG)
+                .map(drop)
+                .map_err(|e| format!("{e:?}")),
+            "global-hog-ptx" => Module::load_ptx(GLOBAL_HOG_PTX)
+                .map(drop)
+                .map_err(|e| format!("{e:?}")),
+            "hang" => {
+                let module =
+                    Module::compile("forever.cu", ENDLESS_KERNEL).map_err(|e| format!("{e:?}"))?;
+                let kernel = module.kernel("forever").map_err(|e| format!("{e:?}"))?;
+                let stream = Stream::create().map_err(|e| format!("{e:?}"))?;
+                let flag = Buffer::alloc(4).map_err(|e| format!("{e:?}"))?;
+                flag.fill(0, &stream).map_err(|e| format!("{e:?}"))?;
+                kernel
+                    .launch(launch_1d(1, 1), &[gpu::KernelArg::Buffer(&flag)], &stream)
+                    .map_err(|e| format!("{e:?}"))?;
+                stream.synchronize().map_err(|e| format!("{e:?}"))?;
+                Err("the endless kernel ended".into())
             }
             other => Err(format!("unknown mode {other:?}")),
         }
