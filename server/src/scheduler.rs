@@ -172,8 +172,7 @@ pub async fn place_with(
     };
     if needs.image_host.is_none() {
         let reason = "waiting: the request's image is no longer registered".to_string();
-        store.mark_waiting(request_id, &reason).await?;
-        return Err(PlaceError::NoFit(reason));
+        return Err(waiting(store, request_id, reason).await?);
     }
     for _ in 0..ATTEMPTS {
         let free: Vec<FreeGpu> = store
@@ -194,27 +193,39 @@ pub async fn place_with(
                     "the chosen GPUs are not all free {model} GPUs on one host that can run this request"
                 )));
             }
-            if store.claim(request_id, &picked).await? == ClaimOutcome::Claimed {
-                return Ok(placement(picked));
-            }
-            return Err(PlaceError::BadChoice(
-                "a chosen GPU was just claimed by another request".into(),
-            ));
+            return match store.claim(request_id, &picked).await? {
+                ClaimOutcome::Claimed => Ok(placement(picked)),
+                ClaimOutcome::NotOpen => Err(PlaceError::NotPlaceable(request_id)),
+                ClaimOutcome::Lost => Err(PlaceError::BadChoice(
+                    "a chosen GPU was just claimed by another request".into(),
+                )),
+            };
         }
         let Some(picked) = choose(&free, count) else {
             let reason = format!(
                 "waiting for {count} free {model} GPU(s) on one host ({} free in all)",
                 free.len()
             );
-            store.mark_waiting(request_id, &reason).await?;
-            return Err(PlaceError::NoFit(reason));
+            return Err(waiting(store, request_id, reason).await?);
         };
         let picked: Vec<FreeGpu> = picked.into_iter().cloned().collect();
-        if store.claim(request_id, &picked).await? == ClaimOutcome::Claimed {
-            return Ok(placement(picked));
+        match store.claim(request_id, &picked).await? {
+            ClaimOutcome::Claimed => return Ok(placement(picked)),
+            ClaimOutcome::NotOpen => return Err(PlaceError::NotPlaceable(request_id)),
+            ClaimOutcome::Lost => {}
         }
     }
     Err(PlaceError::Contended)
+}
+
+/// Marks the request waiting with `reason`; the error to return is `NoFit`, or `NotPlaceable`
+/// when the request was placed, denied or released meanwhile.
+async fn waiting(store: &Store, request_id: i64, reason: String) -> Result<PlaceError, StoreError> {
+    Ok(if store.mark_waiting(request_id, &reason).await? {
+        PlaceError::NoFit(reason)
+    } else {
+        PlaceError::NotPlaceable(request_id)
+    })
 }
 
 fn placement(picked: Vec<FreeGpu>) -> Placement {

@@ -200,3 +200,85 @@ async fn gpu_pairs_go_behind_one_pcie_switch_and_single_gpus_leave_it_whole() {
     })
     .await;
 }
+
+/// Every claimed function of `request`.
+async fn claims_of(store: &Store, request: i64) -> usize {
+    store
+        .claims()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|(_, _, r)| *r == request)
+        .count()
+}
+
+async fn state_of(store: &Store, request: i64) -> String {
+    store.request_needs(request).await.unwrap().unwrap().state
+}
+
+#[tokio::test]
+async fn a_request_placed_twice_at_once_holds_its_gpus_once() {
+    common::on_every_backend(|url| async move {
+        let (first, user) = prepared(&url).await;
+        let second = Store::open(&url).await.unwrap();
+        for round in 0..12 {
+            let id = first
+                .create_request(user, &request("H100 PCIe", 1))
+                .await
+                .unwrap();
+            let (a, b) = tokio::join!(scheduler::place(&first, id), scheduler::place(&second, id));
+            let placed = [&a, &b].iter().filter(|r| r.is_ok()).count();
+            assert_eq!(placed, 1, "round {round}: {a:?} / {b:?}");
+            for other in [&a, &b] {
+                if let Err(e) = other {
+                    assert!(matches!(e, PlaceError::NotPlaceable(_)), "{e:?}");
+                }
+            }
+            assert_eq!(claims_of(&first, id).await, 1, "round {round}");
+            first.release(id).await.unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_request_denied_before_its_claim_is_written_gets_nothing() {
+    common::on_every_backend(|url| async move {
+        let (store, user) = prepared(&url).await;
+        let id = store
+            .create_request(user, &request("H100 PCIe", 2))
+            .await
+            .unwrap();
+        // The scheduler read the request as pending and chose GPUs; then an admin denied it.
+        let free = store.free_gpus("H100 PCIe").await.unwrap();
+        assert!(store.deny(id, "not now").await.unwrap());
+        let outcome = store.claim(id, &free[..2]).await.unwrap();
+        assert_eq!(outcome, passage_server::store::ClaimOutcome::NotOpen);
+        assert_eq!(claims_of(&store, id).await, 0);
+        assert_eq!(state_of(&store, id).await, "denied");
+        // The scheduler says so rather than placing it.
+        let placed = scheduler::place(&store, id).await;
+        assert!(
+            matches!(placed, Err(PlaceError::NotPlaceable(_))),
+            "{placed:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_placed_request_never_flips_back_to_waiting() {
+    common::on_every_backend(|url| async move {
+        let (store, user) = prepared(&url).await;
+        let id = store
+            .create_request(user, &request("H100 PCIe", 1))
+            .await
+            .unwrap();
+        scheduler::place(&store, id).await.unwrap();
+        // A second placement that found no GPU writes its reason only if the request is open.
+        assert!(!store.mark_waiting(id, "waiting for 1 GPU").await.unwrap());
+        assert_eq!(state_of(&store, id).await, "placed");
+        assert_eq!(claims_of(&store, id).await, 1);
+    })
+    .await;
+}

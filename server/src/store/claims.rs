@@ -53,6 +53,9 @@ pub enum ClaimOutcome {
     Claimed,
     /// Someone claimed one of the functions first; read again and retry.
     Lost,
+    /// The request was no longer pending or waiting when the claim was written (placed by
+    /// another caller, denied or released meanwhile): nothing was claimed.
+    NotOpen,
 }
 
 impl Store {
@@ -197,10 +200,12 @@ impl Store {
         }
         let first = &gpus[0];
         let same_numa = gpus.iter().all(|g| g.numa_node == first.numa_node);
-        sqlx::query(
+        // Conditional on the state it leaves: a request placed, denied or released since it was
+        // read keeps that state, and the claims above are rolled back.
+        let placed = sqlx::query(
             "UPDATE gpu_requests SET state = 'placed', state_reason = NULL, host = $1, numa_node = $2,
                  updated_at = $3
-             WHERE id = $4",
+             WHERE id = $4 AND state IN ('pending', 'waiting')",
         )
         .bind(&first.host)
         .bind(if same_numa { first.numa_node } else { None })
@@ -208,19 +213,27 @@ impl Store {
         .bind(request_id)
         .execute(&mut *tx)
         .await?;
+        if placed.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(ClaimOutcome::NotOpen);
+        }
         tx.commit().await?;
         Ok(ClaimOutcome::Claimed)
     }
 
-    /// Marks a request as waiting for GPUs, with the reason shown to its owner.
-    pub async fn mark_waiting(&self, request_id: i64, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE gpu_requests SET state = 'waiting', state_reason = $1, updated_at = $2 WHERE id = $3")
-            .bind(reason)
-            .bind(now_ms())
-            .bind(request_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Marks a pending or waiting request as waiting for GPUs, with the reason shown to its
+    /// owner. Returns false, changing nothing, when the request has left those states.
+    pub async fn mark_waiting(&self, request_id: i64, reason: &str) -> Result<bool, StoreError> {
+        let marked = sqlx::query(
+            "UPDATE gpu_requests SET state = 'waiting', state_reason = $1, updated_at = $2
+             WHERE id = $3 AND state IN ('pending', 'waiting')",
+        )
+        .bind(reason)
+        .bind(now_ms())
+        .bind(request_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(marked.rows_affected() == 1)
     }
 
     /// Frees every claim of a request and marks it released.
