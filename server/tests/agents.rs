@@ -425,6 +425,10 @@ async fn misbehaving_plugins_fail_their_jobs_and_the_agent_keeps_serving() {
         ("gpu-hog", json!({"bytes": "100Gi"}), "limit"),
         ("bad-kernel", json!({}), "CompileFailed"),
         ("wrong-args", json!({}), "takes 2 arguments"),
+        ("metric-flood", json!({}), "more than 10000 metrics"),
+        ("huge-log", json!({}), "bytes of reported text"),
+        ("include-file", json!({}), "is refused"),
+        ("host-hog", json!({}), "host memory limit"),
     ] {
         let job = run(mode, extra).await;
         assert_eq!(job["state"], "failed", "{mode}: {job}");
@@ -446,6 +450,24 @@ async fn misbehaving_plugins_fail_their_jobs_and_the_agent_keeps_serving() {
     let fine = run("ok", json!({})).await;
     assert_eq!(fine["state"], "succeeded", "{fine}");
     assert_eq!(metric(&fine, "answer").unwrap()["value"], 42.0);
+    // A result past what the portal keeps is refused with the reason, before any job is read.
+    let oversized = json!({"ok": true, "result": {"padding": "x".repeat(3 << 20)}});
+    let response = Client::new()
+        .post(format!("{base}/api/v1/agent/jobs/1/result"))
+        .bearer_auth(&token)
+        .json(&oversized)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 2097152 bytes"),
+        "{body}"
+    );
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }
 

@@ -6,7 +6,8 @@
 //! its heartbeat, says which of its GPUs are idle, and may hand it a job. It fetches the
 //! plugin by hash, reports progress (the answer says whether to go on) and posts the result.
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,8 +29,15 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/agent/poll", post(poll))
         .route("/api/v1/agent/plugins/{sha256}", get(component))
         .route("/api/v1/agent/jobs/{id}/progress", post(progress))
-        .route("/api/v1/agent/jobs/{id}/result", post(result))
+        .route(
+            "/api/v1/agent/jobs/{id}/result",
+            post(result).layer(DefaultBodyLimit::max(MAX_RESULT_BYTES)),
+        )
 }
+
+/// The largest job result the portal keeps. A run's own limits (10,000 metrics and log lines,
+/// 1 MiB of reported text) keep a result below it.
+pub const MAX_RESULT_BYTES: usize = 2 << 20;
 
 /// The agent behind a request's bearer token, or 401.
 #[derive(Debug, Clone)]
@@ -279,13 +287,23 @@ pub struct Outcome {
 #[utoipa::path(post, path = "/api/v1/agent/jobs/{id}/result", tag = "agent",
     security(("agent" = [])), request_body = Outcome,
     params(("id" = i64, Path, description = "job id")),
-    responses((status = 200, body = JobState), (status = 401), (status = 404), (status = 409)))]
+    responses((status = 200, body = JobState), (status = 401), (status = 404), (status = 409), (status = 413)))]
 pub(crate) async fn result(
     State(state): State<AppState>,
     Agent(agent): Agent,
     Path(id): Path<i64>,
-    Json(outcome): Json<Outcome>,
+    outcome: Result<Json<Outcome>, JsonRejection>,
 ) -> Result<Json<JobState>, ApiError> {
+    let Json(outcome) = outcome.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the result is larger than {MAX_RESULT_BYTES} bytes, the most the portal keeps for \
+                 one job; report fewer or shorter metrics and log lines"
+            ),
+        ),
+        status => ApiError::new(status, rejection.body_text()),
+    })?;
     let error = match (&outcome.ok, &outcome.error) {
         (true, _) => None,
         (false, Some(e)) => Some(e.chars().take(4000).collect::<String>()),
