@@ -122,6 +122,9 @@ pub async fn simulated_inventory() -> (
     let host = passage_hypervisor::LibvirtHost::new(uri, Duration::from_secs(10)).unwrap();
     let inventory = host.inventory().await.unwrap();
     host.disconnect().await;
-    let gpus = passage_hypervisor::classify(&inventory.devices);
+    let gpus = passage_hypervisor::classify(
+        &inventory.devices,
+        &passage_hypervisor::GpuVendors::default(),
+    );
     (inventory, gpus)
 }
