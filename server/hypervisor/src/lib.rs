@@ -10,6 +10,7 @@ mod error;
 pub mod gpu;
 mod host;
 pub mod pci;
+pub mod readiness;
 mod vm;
 
 pub use error::HypervisorError;
@@ -18,4 +19,5 @@ pub use gpu::{
 };
 pub use host::{HostInventory, LibvirtHost, Volume};
 pub use pci::{PciAddress, PciDevice, PcieLink};
+pub use readiness::{PassthroughSupport, host_passthrough_problem};
 pub use vm::{HostFacts, Hotplug};

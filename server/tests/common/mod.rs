@@ -24,6 +24,7 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
         log: "warn".into(),
         inventory_refresh: Duration::from_secs(3600),
         libvirt_call_timeout: Duration::from_secs(10),
+        gpu_vendors: Default::default(),
         quotas: Default::default(),
         auto_approve: Default::default(),
         hosts: hosts
