@@ -31,6 +31,9 @@ pub struct HostView {
     pub error: Option<String>,
     /// How many GPUs the host had at its last successful inventory.
     pub gpu_count: usize,
+    /// Why no GPU of this host can be passed through (no IOMMU, no VFIO in libvirt), as its
+    /// last inventory found; `None` when nothing on the host level stands in the way.
+    pub passthrough_problem: Option<String>,
 }
 
 /// Whether a host answered its last inventory pass.

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use passage_hypervisor::GpuVendors;
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -212,6 +213,7 @@ pub struct AutoApprove {
 struct InventoryFile {
     refresh_secs: Option<u64>,
     call_timeout_secs: Option<u64>,
+    gpu_vendors: Option<Vec<String>>,
 }
 
 /// A hypervisor host: a name for people and a libvirt URI.
@@ -266,6 +268,8 @@ pub struct Config {
     pub inventory_refresh: Duration,
     /// Limit for one libvirt call, opening the connection included.
     pub libvirt_call_timeout: Duration,
+    /// The PCI vendors whose display functions are GPUs (NVIDIA alone by default).
+    pub gpu_vendors: GpuVendors,
     /// Per-user limits.
     pub quotas: Quotas,
     /// Which requests need no admin.
@@ -340,6 +344,26 @@ impl Config {
                 }
             };
         let inventory = file.inventory.unwrap_or_default();
+        let gpu_vendors = match var("PASSAGE_INVENTORY_GPU_VENDORS") {
+            Some(value) => {
+                let ids: Vec<&str> = value.split(',').map(str::trim).collect();
+                parse_gpu_vendors(&ids).map_err(|message| ConfigError::Env {
+                    name: "PASSAGE_INVENTORY_GPU_VENDORS".into(),
+                    value: value.clone(),
+                    message,
+                })?
+            }
+            None => match &inventory.gpu_vendors {
+                Some(ids) => {
+                    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                    parse_gpu_vendors(&ids).map_err(|message| ConfigError::Invalid {
+                        key: "inventory.gpu_vendors".into(),
+                        message,
+                    })?
+                }
+                None => GpuVendors::default(),
+            },
+        };
         let plugins_file = file.plugins.unwrap_or_default();
         let plugins = PluginSettings {
             dir: var("PASSAGE_PLUGIN_DIR")
@@ -371,6 +395,7 @@ impl Config {
                 inventory.call_timeout_secs,
                 30,
             )?),
+            gpu_vendors,
             quotas: file.quotas.unwrap_or_default(),
             auto_approve: file.auto_approve.unwrap_or_default(),
             hosts: file
@@ -554,8 +579,32 @@ const KNOWN_VARIABLES: &[&str] = &[
     "PASSAGE_LOG",
     "PASSAGE_INVENTORY_REFRESH_SECS",
     "PASSAGE_LIBVIRT_CALL_TIMEOUT_SECS",
+    "PASSAGE_INVENTORY_GPU_VENDORS",
     "PASSAGE_PLUGIN_DIR",
 ];
+
+/// PCI vendor ids as admins write them: `0x10de` (hexadecimal, as `lspci -n` prints them, with or
+/// without the `0x`). Duplicates are harmless; an empty list, zero and 0xffff (no device) are not.
+fn parse_gpu_vendors(ids: &[&str]) -> Result<GpuVendors, String> {
+    let mut parsed = Vec::with_capacity(ids.len());
+    for id in ids {
+        let digits = id
+            .strip_prefix("0x")
+            .or_else(|| id.strip_prefix("0X"))
+            .unwrap_or(id);
+        let vendor = (digits.len() == 4)
+            .then(|| u16::from_str_radix(digits, 16).ok())
+            .flatten()
+            .filter(|v| *v != 0 && *v != 0xffff)
+            .ok_or_else(|| {
+                format!("{id:?} is not a PCI vendor id: expected four hex digits, e.g. \"0x10de\"")
+            })?;
+        parsed.push(vendor);
+    }
+    GpuVendors::new(parsed).ok_or_else(|| {
+        "no vendor listed: at least one is needed, e.g. [\"0x10de\"] for NVIDIA".to_string()
+    })
+}
 
 /// `plugins` beside the directory of the server binary, when it exists: `target/plugins` for
 /// `target/debug/passage`, `/usr/lib/passage/plugins` for `/usr/lib/passage/bin/passage`.
@@ -667,6 +716,51 @@ mod tests {
         );
         let err = from("[quotas]\ngpus = 0\n", &[]).unwrap_err();
         assert!(err.to_string().starts_with("quotas.gpus:"), "{err}");
+    }
+
+    #[test]
+    fn gpu_vendors_default_to_nvidia_and_can_be_listed() {
+        let config = from("", &[]).unwrap();
+        assert_eq!(config.gpu_vendors, GpuVendors::default());
+        let config = from(
+            "[inventory]\ngpu_vendors = [\"0x10de\", \"0x1002\", \"8086\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.gpu_vendors.ids().collect::<Vec<_>>(),
+            vec![0x1002, 0x10de, 0x8086]
+        );
+        let config = from(
+            "[inventory]\ngpu_vendors = [\"0x10de\"]\n",
+            &[("PASSAGE_INVENTORY_GPU_VENDORS", "0x1234, 0x10DE")],
+        )
+        .unwrap();
+        assert_eq!(
+            config.gpu_vendors.ids().collect::<Vec<_>>(),
+            vec![0x10de, 0x1234]
+        );
+        for bad in [
+            "[]",
+            "[\"nvidia\"]",
+            "[\"0x10de0\"]",
+            "[\"0xffff\"]",
+            "[\"0x0000\"]",
+        ] {
+            let err = from(&format!("[inventory]\ngpu_vendors = {bad}\n"), &[]).unwrap_err();
+            assert!(
+                err.to_string().starts_with("inventory.gpu_vendors:"),
+                "{bad}: {err}"
+            );
+        }
+        let err = from("", &[("PASSAGE_INVENTORY_GPU_VENDORS", "0x10de,amd")]).unwrap_err();
+        assert!(
+            err.to_string().contains("PASSAGE_INVENTORY_GPU_VENDORS")
+                && err.to_string().contains("\"amd\""),
+            "{err}"
+        );
+        let err = from("[inventory]\ngpu_vendors = [0x10de]\n", &[]).unwrap_err();
+        assert!(err.to_string().starts_with("passage.toml:2:"), "{err}");
     }
 
     #[test]

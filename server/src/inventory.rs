@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use passage_app::inventory::{InventoryView, Viewer};
-use passage_hypervisor::{LibvirtHost, classify};
+use passage_hypervisor::{GpuVendors, LibvirtHost, classify};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,7 @@ struct HostEntry {
 pub struct Inventory {
     store: Store,
     hosts: Arc<Vec<HostEntry>>,
+    gpu_vendors: GpuVendors,
 }
 
 /// How one host's inventory pass went.
@@ -51,10 +52,16 @@ pub enum PassOutcome {
 }
 
 impl Inventory {
-    /// An inventory over `hosts` (name and libvirt host), recording into `store`.
-    pub fn new(store: Store, hosts: Vec<(String, LibvirtHost)>) -> Inventory {
+    /// An inventory over `hosts` (name and libvirt host), recording into `store` the display
+    /// functions of `gpu_vendors` as GPUs.
+    pub fn new(
+        store: Store,
+        hosts: Vec<(String, LibvirtHost)>,
+        gpu_vendors: GpuVendors,
+    ) -> Inventory {
         Inventory {
             store,
+            gpu_vendors,
             hosts: Arc::new(
                 hosts
                     .into_iter()
@@ -83,7 +90,7 @@ impl Inventory {
         let _pass = entry.pass.lock().await;
         match entry.host.inventory().await {
             Ok(inventory) => {
-                let gpus = classify(&inventory.devices);
+                let gpus = classify(&inventory.devices, &self.gpu_vendors);
                 self.store
                     .record_inventory(&entry.name, &inventory, &gpus)
                     .await?;

@@ -165,7 +165,7 @@ impl Portal {
             config.vms.clone(),
             config.public_url(),
         );
-        let inventory = Inventory::new(store.clone(), hosts);
+        let inventory = Inventory::new(store.clone(), hosts, config.gpu_vendors.clone());
         let jobs = jobs::JobService::new(
             store.clone(),
             config.agents,

@@ -175,6 +175,16 @@ fn HostCard(host: HostView, gpus: Vec<GpuView>, model: ReadSignal<String>) -> im
                 <span class="last-refresh">{refreshed}</span>
             </p>
             {host.error.clone().map(|e| view! { <p class="error host-error">{e}</p> })}
+            {host
+                .passthrough_problem
+                .clone()
+                .map(|p| {
+                    view! {
+                        <p class="error host-passthrough">
+                            "No GPU of this host can be passed through: " {p}
+                        </p>
+                    }
+                })}
             {move || {
                 let nodes = by_numa();
                 if nodes.is_empty() {

@@ -47,6 +47,12 @@ pub enum HypervisorError {
         /// What was wrong.
         reason: String,
     },
+    /// libvirt returned domain capabilities that cannot be read.
+    #[error("invalid domain capabilities XML: {reason}")]
+    InvalidDomainCapabilities {
+        /// What was wrong.
+        reason: String,
+    },
     /// A PCI address that is not of the form `dddd:bb:ss.f`.
     #[error("invalid PCI address {0:?}: expected dddd:bb:ss.f in hexadecimal")]
     InvalidPciAddress(String),
@@ -81,6 +87,7 @@ impl HypervisorError {
             } => *connection_lost,
             HypervisorError::InvalidUri { .. }
             | HypervisorError::InvalidNodeDeviceXml { .. }
+            | HypervisorError::InvalidDomainCapabilities { .. }
             | HypervisorError::InvalidPciAddress(_)
             | HypervisorError::NoDomain { .. } => false,
         }

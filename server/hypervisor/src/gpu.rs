@@ -4,19 +4,74 @@
 //! group is detached from the host at once. A GPU's audio function, for example, goes along with it.
 //! Bridges in a group stay with the host (VFIO allows that), so they are never assigned.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
 
 use crate::pci::{PciAddress, PciDevice, PcieLink, class_label};
 
 /// PCI vendor id of NVIDIA.
 pub const NVIDIA_VENDOR_ID: u16 = 0x10de;
 
-/// True when a PCI function is an NVIDIA GPU: vendor 0x10de and display base class 0x03.
+/// The PCI vendors whose display-class functions count as GPUs on every host.
 ///
-/// Other NVIDIA functions (the HD audio function of a GPU, NVSwitch bridges, USB-C controllers)
-/// are not GPUs, and neither are display controllers of other vendors.
-pub fn is_nvidia_gpu(device: &PciDevice) -> bool {
-    device.vendor_id == NVIDIA_VENDOR_ID && device.base_class() == Some(0x03)
+/// NVIDIA alone by default; admins add AMD (0x1002), Intel (0x8086) or, for a test lab, QEMU's
+/// emulated display (0x1234). Other functions of these vendors (audio, bridges, switches) are
+/// never GPUs, nor are display controllers of vendors not listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuVendors(BTreeSet<u16>);
+
+impl GpuVendors {
+    /// The given vendor ids; `None` when the list is empty (a portal that counts no GPU is a
+    /// configuration mistake, not a choice).
+    pub fn new(ids: impl IntoIterator<Item = u16>) -> Option<GpuVendors> {
+        let set: BTreeSet<u16> = ids.into_iter().collect();
+        (!set.is_empty()).then_some(GpuVendors(set))
+    }
+
+    /// True when functions of `vendor_id` can be GPUs.
+    pub fn contains(&self, vendor_id: u16) -> bool {
+        self.0.contains(&vendor_id)
+    }
+
+    /// The vendor ids, in ascending order.
+    pub fn ids(&self) -> impl Iterator<Item = u16> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl Default for GpuVendors {
+    fn default() -> Self {
+        GpuVendors(BTreeSet::from([NVIDIA_VENDOR_ID]))
+    }
+}
+
+impl fmt::Display for GpuVendors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, id) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "0x{id:04x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// True when a PCI function is a GPU: a display-class function (base class 0x03) of one of
+/// `vendors`.
+pub fn is_gpu(device: &PciDevice, vendors: &GpuVendors) -> bool {
+    vendors.contains(device.vendor_id) && device.base_class() == Some(0x03)
+}
+
+/// A short name for a vendor whose PCI database entry is missing on the host.
+fn vendor_short_name(vendor_id: u16) -> Option<&'static str> {
+    match vendor_id {
+        NVIDIA_VENDOR_ID => Some("NVIDIA"),
+        0x1002 => Some("AMD"),
+        0x8086 => Some("Intel"),
+        0x1234 => Some("QEMU"),
+        _ => None,
+    }
 }
 
 /// One member of an IOMMU group, described for people.
@@ -78,14 +133,14 @@ pub enum Assignability {
     },
 }
 
-/// An NVIDIA GPU found on a host.
+/// A GPU found on a host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gpu {
     /// libvirt's node-device name.
     pub node_device: String,
     /// The GPU function's address.
     pub address: PciAddress,
-    /// PCI vendor id (always NVIDIA's).
+    /// PCI vendor id (one of the configured GPU vendors).
     pub vendor_id: u16,
     /// Vendor name from the host's PCI database.
     pub vendor_name: String,
@@ -136,9 +191,9 @@ impl Gpu {
     }
 }
 
-/// Finds the NVIDIA GPUs among a host's PCI functions and resolves each one's IOMMU group against
-/// the other functions, so that every member carries a description.
-pub fn classify(devices: &[PciDevice]) -> Vec<Gpu> {
+/// Finds the GPUs (display functions of `vendors`) among a host's PCI functions and resolves each
+/// one's IOMMU group against the other functions, so that every member carries a description.
+pub fn classify(devices: &[PciDevice], vendors: &GpuVendors) -> Vec<Gpu> {
     let by_address: HashMap<PciAddress, &PciDevice> =
         devices.iter().map(|d| (d.address, d)).collect();
     let by_name: HashMap<&str, &PciDevice> = devices.iter().map(|d| (d.name.as_str(), d)).collect();
@@ -159,15 +214,16 @@ pub fn classify(devices: &[PciDevice]) -> Vec<Gpu> {
     };
     let mut gpus: Vec<Gpu> = devices
         .iter()
-        .filter(|d| is_nvidia_gpu(d))
+        .filter(|d| is_gpu(d, vendors))
         .map(|device| Gpu {
             node_device: device.name.clone(),
             address: device.address,
             vendor_id: device.vendor_id,
-            vendor_name: device
-                .vendor_name
-                .clone()
-                .unwrap_or_else(|| "NVIDIA Corporation".into()),
+            vendor_name: device.vendor_name.clone().unwrap_or_else(|| {
+                vendor_short_name(device.vendor_id)
+                    .map(String::from)
+                    .unwrap_or_else(|| format!("vendor {:04x}", device.vendor_id))
+            }),
             product_id: device.product_id,
             product_name: device.description(),
             model: model_name(device),
@@ -223,7 +279,8 @@ fn describe_member(
 }
 
 /// The short model name users choose from: the bracketed marketing name of the PCI database entry
-/// (`GH100 [H100 PCIe]` becomes `H100 PCIe`), else the whole product name, else the device id.
+/// (`GH100 [H100 PCIe]` becomes `H100 PCIe`), else the whole product name, else the vendor and
+/// device ids (`NVIDIA 20b5`, `1234:1111` for a vendor without a short name).
 pub fn model_name(device: &PciDevice) -> String {
     match &device.product_name {
         Some(name) => match (name.rfind('['), name.rfind(']')) {
@@ -232,7 +289,10 @@ pub fn model_name(device: &PciDevice) -> String {
             }
             _ => name.trim().to_string(),
         },
-        None => format!("NVIDIA {:04x}", device.product_id),
+        None => match vendor_short_name(device.vendor_id) {
+            Some(vendor) => format!("{vendor} {:04x}", device.product_id),
+            None => format!("{:04x}:{:04x}", device.vendor_id, device.product_id),
+        },
     }
 }
 
@@ -310,7 +370,7 @@ mod tests {
                 "MT28908 Family [ConnectX-6]",
             ),
         ];
-        let gpus = classify(&devices);
+        let gpus = classify(&devices, &GpuVendors::default());
         let found: Vec<String> = gpus.iter().map(|g| g.address.to_string()).collect();
         assert_eq!(found, vec!["0000:17:00.0", "0000:65:00.0"]);
         assert_eq!(gpus[0].model, "H100 PCIe");
@@ -344,7 +404,7 @@ mod tests {
                 &group,
             ),
         ];
-        let gpu = &classify(&devices)[0];
+        let gpu = &classify(&devices, &GpuVendors::default())[0];
         let iommu = gpu.iommu_group.as_ref().unwrap();
         assert_eq!(iommu.number, 12);
         assert_eq!(iommu.members[1].class_label, "Audio device");
@@ -387,7 +447,7 @@ mod tests {
                 &group,
             ),
         ];
-        let gpu = &classify(&devices)[0];
+        let gpu = &classify(&devices, &GpuVendors::default())[0];
         let iommu = gpu.iommu_group.as_ref().unwrap();
         assert_eq!(
             iommu.passthrough_functions(),
@@ -413,7 +473,7 @@ mod tests {
             0x2331,
             "GH100 [H100 PCIe]",
         )];
-        let gpu = &classify(&devices)[0];
+        let gpu = &classify(&devices, &GpuVendors::default())[0];
         match gpu.assignability() {
             Assignability::Unassignable { reason } => assert!(reason.contains("IOMMU")),
             other => panic!("expected unassignable, got {other:?}"),
@@ -433,7 +493,10 @@ mod tests {
             3,
             &["0000:17:00.0", "0000:17:00.1"],
         )];
-        let iommu = classify(&devices)[0].iommu_group.clone().unwrap();
+        let iommu = classify(&devices, &GpuVendors::default())[0]
+            .iommu_group
+            .clone()
+            .unwrap();
         assert_eq!(iommu.members.len(), 2);
         assert!(iommu.members[1].description.contains("unknown"));
         assert_eq!(iommu.passthrough_functions().len(), 2);
@@ -452,7 +515,7 @@ mod tests {
             3,
             &["0000:17:00.1"],
         )];
-        let gpu = &classify(&devices)[0];
+        let gpu = &classify(&devices, &GpuVendors::default())[0];
         let members: Vec<String> = gpu
             .iommu_group
             .as_ref()
@@ -482,5 +545,38 @@ mod tests {
         assert_eq!(model_name(&d), "Tesla C2050");
         d.product_name = None;
         assert_eq!(model_name(&d), "NVIDIA 20b5");
+        d.vendor_id = 0x1af4;
+        assert_eq!(model_name(&d), "1af4:20b5");
+    }
+
+    #[test]
+    fn configured_vendors_decide_which_display_functions_are_gpus() {
+        let devices = vec![
+            device("0000:01:00.0", 0x030000, 0x1234, 0x1111, "QEMU VGA"),
+            device("0000:03:00.0", 0x038000, 0x1234, 0x1111, "QEMU VGA"),
+            device("0000:03:00.1", 0x040300, 0x8086, 0x293e, "HD Audio"),
+            device("0000:04:00.0", 0x020000, 0x8086, 0x10d3, "82574L"),
+            device("0000:65:00.0", 0x030000, 0x1002, 0x740f, "Instinct MI210"),
+            device(
+                "0000:17:00.0",
+                0x030200,
+                0x10de,
+                0x2331,
+                "GH100 [H100 PCIe]",
+            ),
+        ];
+        let addresses = |vendors: &GpuVendors| -> Vec<String> {
+            classify(&devices, vendors)
+                .iter()
+                .map(|g| g.address.to_string())
+                .collect()
+        };
+        assert_eq!(addresses(&GpuVendors::default()), vec!["0000:17:00.0"]);
+        let lab = GpuVendors::new([0x1234, 0x8086]).unwrap();
+        assert_eq!(addresses(&lab), vec!["0000:01:00.0", "0000:03:00.0"]);
+        let amd = GpuVendors::new([0x1002, NVIDIA_VENDOR_ID]).unwrap();
+        assert_eq!(addresses(&amd), vec!["0000:17:00.0", "0000:65:00.0"]);
+        assert_eq!(amd.to_string(), "0x1002, 0x10de");
+        assert_eq!(GpuVendors::new([]), None);
     }
 }

@@ -15,6 +15,7 @@ use virt::error::{Error as VirtError, ErrorDomain, ErrorNumber};
 
 use crate::HypervisorError;
 use crate::pci::PciDevice;
+use crate::readiness::{PassthroughSupport, host_passthrough_problem};
 
 /// What a host reported in one inventory pass.
 #[derive(Debug, Clone)]
@@ -27,6 +28,16 @@ pub struct HostInventory {
     pub libvirt_version: String,
     /// Every PCI function on the host.
     pub devices: Vec<PciDevice>,
+    /// What libvirt's domain capabilities say about PCI passthrough; `None` where the driver
+    /// does not report them (the test driver).
+    pub passthrough: Option<PassthroughSupport>,
+}
+
+impl HostInventory {
+    /// Why no GPU of this host can be passed through, or `None` when the host is ready.
+    pub fn passthrough_problem(&self) -> Option<String> {
+        host_passthrough_problem(self.passthrough.as_ref(), &self.devices)
+    }
 }
 
 /// A storage volume, e.g. a base image.
@@ -101,6 +112,13 @@ impl LibvirtHost {
                 }
             }
             devices.sort_by_key(|d| d.address);
+            // libvirt picks the best hypervisor type itself; VFIO support is the host's, not
+            // the hypervisor type's.
+            let passthrough = match conn.get_domain_capabilities(None, None, None, None, 0) {
+                Ok(xml) => Some(PassthroughSupport::from_domain_capabilities_xml(&xml)?),
+                Err(e) if e.code() == ErrorNumber::NoSupport => None,
+                Err(e) => return Err(call_error(uri, "virConnectGetDomainCapabilities", e)),
+            };
             Ok(HostInventory {
                 hostname,
                 driver,
@@ -111,6 +129,7 @@ impl LibvirtHost {
                     version % 1_000
                 ),
                 devices,
+                passthrough,
             })
         })
         .await

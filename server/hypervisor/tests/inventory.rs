@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use passage_hypervisor::{Assignability, HypervisorError, LibvirtHost, classify};
+use passage_hypervisor::{Assignability, GpuVendors, HypervisorError, LibvirtHost, classify};
 
 fn simulated_host_uri() -> String {
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hosts/simulated-host.xml");
@@ -16,7 +16,7 @@ async fn the_simulated_host_has_eight_gpus_on_two_numa_nodes() {
     let host = LibvirtHost::new(simulated_host_uri(), Duration::from_secs(10)).unwrap();
     let inventory = host.inventory().await.unwrap();
     assert_eq!(inventory.driver, "TEST");
-    let gpus = classify(&inventory.devices);
+    let gpus = classify(&inventory.devices, &GpuVendors::default());
     let summary: Vec<(String, String, Option<u32>)> = gpus
         .iter()
         .map(|g| (g.address.to_string(), g.model.clone(), g.numa_node))
@@ -107,7 +107,10 @@ async fn an_unreachable_host_fails_clearly_and_recovers_when_it_comes_back() {
     )
     .unwrap();
     let inventory = host.inventory().await.expect("the next call reconnects");
-    assert_eq!(classify(&inventory.devices).len(), 8);
+    assert_eq!(
+        classify(&inventory.devices, &GpuVendors::default()).len(),
+        8
+    );
     host.disconnect().await;
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -139,7 +142,7 @@ async fn a_real_libvirtd_is_inventoried_without_gpus_or_crashes() {
         !inventory.devices.is_empty(),
         "a real host has PCI functions"
     );
-    for gpu in classify(&inventory.devices) {
+    for gpu in classify(&inventory.devices, &GpuVendors::default()) {
         assert_eq!(gpu.vendor_id, 0x10de);
     }
     // A second pass reuses the same connection.

@@ -163,8 +163,9 @@ impl Store {
         Ok(())
     }
 
-    /// Records a successful inventory of `host`: its identity and GPUs. GPUs that were known but
-    /// are no longer reported are kept and marked missing.
+    /// Records a successful inventory of `host`: its identity, whether it can pass GPUs through,
+    /// and its GPUs (all unassignable, with the host's reason, when it cannot). GPUs that were
+    /// known but are no longer reported are kept and marked missing.
     pub async fn record_inventory(
         &self,
         host: &str,
@@ -172,23 +173,27 @@ impl Store {
         gpus: &[Gpu],
     ) -> Result<(), StoreError> {
         let now = now_ms();
+        let host_problem = inventory.passthrough_problem();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE hosts SET state = 'reachable', hostname = $1, driver = $2, libvirt_version = $3,
-                 last_refresh_at = $4, last_attempt_at = $4, last_error = NULL
-             WHERE name = $5",
+                 last_refresh_at = $4, last_attempt_at = $4, last_error = NULL,
+                 passthrough_problem = $5
+             WHERE name = $6",
         )
         .bind(&inventory.hostname)
         .bind(&inventory.driver)
         .bind(&inventory.libvirt_version)
         .bind(now)
+        .bind(&host_problem)
         .bind(host)
         .execute(&mut *tx)
         .await?;
         for gpu in gpus {
-            let unassignable = match gpu.assignability() {
-                Assignability::Assignable { .. } => None,
-                Assignability::Unassignable { reason } => Some(reason),
+            let unassignable = match (&host_problem, gpu.assignability()) {
+                (Some(problem), _) => Some(format!("the host cannot pass GPUs through: {problem}")),
+                (None, Assignability::Assignable { .. }) => None,
+                (None, Assignability::Unassignable { reason }) => Some(reason),
             };
             let (speed, width) = link_columns(gpu.link_current.as_ref());
             let (max_speed, max_width) = link_columns(gpu.link_max.as_ref());
@@ -283,7 +288,7 @@ impl Store {
     pub async fn hosts(&self) -> Result<Vec<HostView>, StoreError> {
         let rows = sqlx::query(
             "SELECT h.name, h.uri, h.state, h.hostname, h.driver, h.libvirt_version,
-                 h.last_refresh_at, h.last_attempt_at, h.last_error,
+                 h.last_refresh_at, h.last_attempt_at, h.last_error, h.passthrough_problem,
                  (SELECT COUNT(*) FROM gpus g WHERE g.host = h.name AND g.present = $1) AS gpu_count
              FROM hosts h WHERE h.configured = $1 ORDER BY h.name",
         )
@@ -364,6 +369,11 @@ fn host_view(row: &AnyRow) -> Result<HostView, StoreError> {
             None
         },
         gpu_count: usize::try_from(gpu_count).unwrap_or(0),
+        passthrough_problem: if state == HostState::Reachable {
+            row.try_get("passthrough_problem")?
+        } else {
+            None
+        },
     })
 }
 

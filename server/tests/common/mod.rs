@@ -24,6 +24,7 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
         log: "warn".into(),
         inventory_refresh: Duration::from_secs(3600),
         libvirt_call_timeout: Duration::from_secs(10),
+        gpu_vendors: Default::default(),
         quotas: Default::default(),
         auto_approve: Default::default(),
         hosts: hosts
@@ -122,6 +123,9 @@ pub async fn simulated_inventory() -> (
     let host = passage_hypervisor::LibvirtHost::new(uri, Duration::from_secs(10)).unwrap();
     let inventory = host.inventory().await.unwrap();
     host.disconnect().await;
-    let gpus = passage_hypervisor::classify(&inventory.devices);
+    let gpus = passage_hypervisor::classify(
+        &inventory.devices,
+        &passage_hypervisor::GpuVendors::default(),
+    );
     (inventory, gpus)
 }
