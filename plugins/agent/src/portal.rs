@@ -150,7 +150,7 @@ impl Portal {
             .bearer_auth(&self.token)
             .json(body)
             .send()
-            .map_err(|e| PortalError::Unavailable(e.to_string()))?;
+            .map_err(|e| PortalError::Unavailable(with_causes(&e)))?;
         decode(response)?
             .json()
             .map_err(|e| PortalError::Unavailable(format!("{path}: unreadable answer: {e}")))
@@ -192,10 +192,10 @@ impl Portal {
             .get(format!("{}/api/v1/agent/plugins/{sha256}", self.base))
             .bearer_auth(&self.token)
             .send()
-            .map_err(|e| PortalError::Unavailable(e.to_string()))?;
+            .map_err(|e| PortalError::Unavailable(with_causes(&e)))?;
         let bytes = decode(response)?
             .bytes()
-            .map_err(|e| PortalError::Unavailable(e.to_string()))?;
+            .map_err(|e| PortalError::Unavailable(with_causes(&e)))?;
         let got = hex::encode(Sha256::digest(&bytes));
         if got != sha256 {
             return Err(PortalError::Unavailable(format!(
@@ -240,4 +240,17 @@ fn decode(
         }
         _ => PortalError::Unavailable(message),
     })
+}
+
+/// An error with every cause behind it: "error sending request" alone does not say that a
+/// certificate was refused or a connection reset.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
