@@ -2,8 +2,10 @@
 //! Intel IOMMU, its own libvirtd), through its HTTP API as users and admins use it: the lab host
 //! configured as a `[[hosts]]` entry with its display devices as GPUs, an image registered on it,
 //! a request approved, provisioned and running with `managed='yes'` hostdevs (the GPU on vfio-pci
-//! inside the lab host), a second GPU attached and detached, the VM released (every device back on
-//! its driver, nothing left). Then a GPU whose IOMMU group is held by a domain the portal did not
+//! inside the lab host), the guest (a kernel and busybox initramfs booted directly, see
+//! tests/guests/pci-listing.sh) listing the passed-through GPU on its serial console, a second GPU
+//! attached and detached while it runs, the VM released (every device back on its driver, nothing
+//! left). Then a GPU whose IOMMU group is held by a domain the portal did not
 //! make: the request fails with libvirt's reason and leaves nothing behind. Needs
 //! `PASSAGE_TEST_LAB_URI` (what `start` prints); without it the test says that it is skipped.
 
@@ -22,6 +24,8 @@ use serde_json::{Value, json};
 
 const POOL: &str = "passage-lab-portal";
 const RIVAL: &str = "lab-rival";
+/// Where the guest's kernel and initramfs are made on the lab host.
+const BOOT_DIR: &str = "/var/lib/libvirt/images/passage-lab-boot";
 
 fn lab_uri() -> Option<String> {
     let uri = std::env::var("PASSAGE_TEST_LAB_URI").ok();
@@ -72,6 +76,69 @@ async fn wait_for_driver(address: &str, driver: &str) {
             "{address} is on {now}, not {driver}"
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Makes the guest's kernel and initramfs on the lab host (the small kernel that
+/// `iommu-host.sh guest-kernel` keeps for it).
+fn make_guest() {
+    let services = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests");
+    let output = Command::new("bash")
+        .arg(services.join("services/iommu-host.sh"))
+        .arg("guest-kernel")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let kernel = String::from_utf8(output.stdout).unwrap();
+    let script = services
+        .join("guests/pci-listing.sh")
+        .canonicalize()
+        .unwrap();
+    // The lab host sees this machine's file system at the same paths.
+    lab_exec(&format!(
+        "sh {} {BOOT_DIR} {}",
+        script.display(),
+        kernel.trim()
+    ));
+}
+
+/// The display devices (vendor 0x1234, class 0x030000) behind a PCIe port (not on the root bus,
+/// where QEMU's own emulated VGA sits) in the guest's latest PCI listing on its serial console.
+fn guest_gpus(domain: &str) -> Option<Vec<String>> {
+    let log = lab_exec(&format!(
+        "cat /var/log/libvirt/qemu/{domain}-serial0.log 2>/dev/null || true"
+    ));
+    let listing = log
+        .rsplit_once("PASSAGE-PCI-END")?
+        .0
+        .rsplit_once("PASSAGE-PCI-BEGIN")?
+        .1;
+    Some(
+        listing
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("PASSAGE-PCI "))
+            .filter(|line| line.ends_with(" 0x1234:0x1111 0x030000"))
+            .filter(|line| !line.starts_with("0000:00:"))
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// Waits until the guest of `domain` lists `count` passed-through display devices.
+async fn wait_for_guest_gpus(domain: &str, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(420);
+    loop {
+        let seen = guest_gpus(domain);
+        if let Some(gpus) = &seen
+            && gpus.len() == count
+        {
+            return gpus.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the guest of {domain} lists {seen:?}, not {count} GPU(s)"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
     }
 }
 
@@ -237,6 +304,7 @@ async fn the_portal_passes_gpus_through_on_the_lab_host() {
     let Some(uri) = lab_uri() else { return };
     let began = Instant::now();
     let pool = LabPool::new(&uri);
+    make_guest();
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path(), &[]);
     config.hosts = vec![HostConfig {
@@ -289,7 +357,10 @@ async fn the_portal_passes_gpus_through_on_the_lab_host() {
     let (status, body) = post(
         &admin,
         format!("{base}/api/v1/images"),
-        json!({"name": "lab-tiny", "host": "lab", "pool": POOL, "volume": "base.qcow2"}),
+        json!({"name": "lab-tiny", "host": "lab", "pool": POOL, "volume": "base.qcow2",
+               "kernel": format!("{BOOT_DIR}/vmlinuz"),
+               "initrd": format!("{BOOT_DIR}/initrd.img"),
+               "cmdline": "console=ttyS0 quiet panic=-1"}),
     )
     .await;
     assert!(status.is_success(), "{body}");
@@ -322,8 +393,14 @@ async fn the_portal_passes_gpus_through_on_the_lab_host() {
         "lab portal: VM {id} running with {first} after {:?}",
         began.elapsed()
     );
+    // The guest sees the device: 1234:1111, display class, behind a PCI port.
+    let seen = wait_for_guest_gpus(&domain, 1).await;
+    eprintln!(
+        "lab portal: the guest lists {seen:?} after {:?}",
+        began.elapsed()
+    );
 
-    // Hot-plug of a second GPU by an admin, and its removal.
+    // Hot-plug of a second GPU by an admin while the guest runs, and its removal.
     let (status, body) = post(
         &admin,
         format!("{base}/api/v1/vms/{id}/gpus"),
@@ -333,14 +410,19 @@ async fn the_portal_passes_gpus_through_on_the_lab_host() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["vm"]["gpus"], json!([first, second]), "{body}");
     assert_eq!(driver_of(second), "vfio-pci");
+    let seen = wait_for_guest_gpus(&domain, 2).await;
+    eprintln!(
+        "lab portal: after the attach the guest lists {seen:?} after {:?}",
+        began.elapsed()
+    );
     let (status, body) = delete(&admin, format!("{base}/api/v1/vms/{id}/gpus/{second}")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["vm"]["gpus"], json!([first]), "{body}");
-    eprintln!(
-        "lab portal: after the detach ({}) {second} is on {}",
-        body["applied"],
-        driver_of(second)
-    );
+    assert_eq!(body["applied"], "live", "{body}");
+    // The guest acknowledges the unplug: the GPU leaves it and returns to its host driver.
+    wait_for_guest_gpus(&domain, 1).await;
+    wait_for_driver(second, &host_driver).await;
+    eprintln!("lab portal: detached after {:?}", began.elapsed());
 
     // Release: the domain and its volume go, every device returns to its driver.
     let (status, body) = delete(&ada, format!("{base}/api/v1/vms/{id}")).await;

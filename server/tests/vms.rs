@@ -760,3 +760,81 @@ async fn reconciliation(url: String) {
     );
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_image_may_boot_a_kernel_directly() {
+    let setup = setup("", "").await;
+    let (portal, base) = start(&setup).await;
+    let image = |extra: Value| {
+        let mut body = json!({"name": "appliance", "host": "gpu-01", "pool": "images",
+                              "volume": "debian-12-generic-amd64.qcow2"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (wrong, why) in [
+        (json!({"initrd": "/srv/initrd.img"}), "kernel"),
+        (json!({"kernel": "vmlinuz"}), "absolute"),
+        (
+            json!({"kernel": "/srv/vmlinuz", "initrd": "initrd.img"}),
+            "initrd",
+        ),
+    ] {
+        let refused = post(
+            &setup.admin,
+            format!("{base}/api/v1/images"),
+            Some(image(wrong.clone())),
+        )
+        .await;
+        assert_eq!(refused.status(), 422, "{wrong}");
+        assert!(refused.text().await.unwrap().contains(why), "{wrong}");
+    }
+    let registered = post(
+        &setup.admin,
+        format!("{base}/api/v1/images"),
+        Some(image(
+            json!({"kernel": "/srv/vmlinuz", "initrd": "/srv/initrd.img",
+                          "cmdline": "console=ttyS0 root=/dev/vda"}),
+        )),
+    )
+    .await;
+    assert_eq!(registered.status(), 201);
+    let images = get(&setup.ada, format!("{base}/api/v1/images")).await;
+    let shown = images
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "appliance")
+        .unwrap();
+    assert_eq!(shown["kernel"], "/srv/vmlinuz");
+    assert_eq!(shown["cmdline"], "console=ttyS0 root=/dev/vda");
+
+    let mut asked = asking("H100 PCIe", 1);
+    asked["image"] = json!("appliance");
+    let request = file(&setup.ada, &base, asked).await;
+    let approved = post(
+        &setup.admin,
+        format!("{base}/api/v1/requests/{request}/approve"),
+        None,
+    )
+    .await;
+    assert_eq!(approved.status(), 200);
+    let vm = vm_of(&setup.ada, &base, request, |v| v["state"] == "running").await;
+    let xml = setup
+        .admin
+        .get(format!("{base}/api/v1/vms/{}/domain", vm["id"]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(xml.contains("<kernel>/srv/vmlinuz</kernel>"), "{xml}");
+    assert!(xml.contains("<initrd>/srv/initrd.img</initrd>"), "{xml}");
+    assert!(
+        xml.contains("<cmdline>console=ttyS0 root=/dev/vda</cmdline>"),
+        "{xml}"
+    );
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}

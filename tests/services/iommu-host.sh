@@ -5,6 +5,7 @@
 #   iommu-host.sh stop           power it off again if `start` started it
 #   iommu-host.sh exec CMD...    run CMD as root inside it (stdout and stderr merged, its exit status)
 #   iommu-host.sh console        print its serial console so far
+#   iommu-host.sh guest-kernel   print the path of a small kernel for guests of the lab host
 #
 # The lab host is a q35 guest under QEMU/TCG with QEMU's emulated Intel IOMMU (`-device
 # intel-iommu`, Debian's kernel booted with `intel_iommu=on`), so VFIO inside it is real VFIO:
@@ -91,6 +92,26 @@ prepare_kernel() {
   rm -f "$CACHE/initrd.img"
   echo "$version" > "$CACHE/kernel.version"
   echo "$version"
+}
+
+# A small kernel for the lab host's own guests (level 2, nested TCG, where every second of boot
+# counts): Debian's cloud kernel, which has far fewer drivers to probe than the generic one. The
+# lab host sees it at the same path. Prints that path.
+prepare_guest_kernel() {
+  local version
+  version="$(prepare_kernel)"
+  version="${version%-amd64}-cloud-amd64"
+  local kernel="$CACHE/guest-kernel/boot/vmlinuz-$version"
+  [ -f "$kernel" ] && { echo "$kernel"; return 0; }
+  say "fetching Debian's cloud kernel linux-image-$version for the lab host's guests"
+  rm -rf "$CACHE/guest-kernel" "$CACHE"/linux-image-*.deb
+  (cd "$CACHE" && apt-get download "linux-image-$version" >&2 2>/dev/null) \
+    || (cd "$CACHE" && apt-get update -qq >&2 && apt-get download "linux-image-$version" >&2)
+  dpkg-deb -x "$CACHE"/linux-image-"$version"_*.deb "$CACHE/guest-kernel"
+  rm -f "$CACHE"/linux-image-*.deb
+  # The kernel alone: its modules are not needed by the guests' initramfs.
+  rm -rf "$CACHE/guest-kernel/lib" "$CACHE/guest-kernel/usr"
+  echo "$kernel"
 }
 
 # The initramfs: busybox, the 9p modules, and an init that mounts this machine's root read-only,
@@ -234,6 +255,7 @@ start() {
   began=$(date +%s)
   version="$(prepare_kernel)"
   prepare_initrd "$version"
+  prepare_guest_kernel >/dev/null
   # The lab host mounts its kernel's modules here; a container image may lack the directory.
   mkdir -p /usr/lib/modules "$RUN"
   : > "$RUN/console.log"
@@ -292,5 +314,6 @@ case "${1:-}" in
   stop) stop ;;
   exec) shift; [ $# -gt 0 ] || die "usage: $0 exec CMD..."; exec_in_lab "$@" ;;
   console) cat "$RUN/console.log" ;;
-  *) echo "usage: $0 start|stop|exec CMD...|console" >&2; exit 2 ;;
+  guest-kernel) prepare_guest_kernel ;;
+  *) echo "usage: $0 start|stop|exec CMD...|console|guest-kernel" >&2; exit 2 ;;
 esac

@@ -71,6 +71,18 @@ pub struct NumaPlacement {
     pub cpus: Vec<u32>,
 }
 
+/// Direct kernel boot: the host's kernel, initramfs and command line start the guest instead of
+/// a boot loader on its disk (appliance images, or guests whose disk carries no boot loader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelBoot {
+    /// Path of the kernel image on the host.
+    pub kernel: String,
+    /// Path of the initramfs on the host.
+    pub initrd: Option<String>,
+    /// The kernel's command line.
+    pub cmdline: Option<String>,
+}
+
 /// Everything a GPU VM's domain is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainSpec {
@@ -96,6 +108,8 @@ pub struct DomainSpec {
     pub hostdevs: Vec<PciAddress>,
     /// The cloud-init NoCloud seed URL, given to the guest as its SMBIOS serial.
     pub seed_url: Option<String>,
+    /// Boot this kernel directly instead of the disk's boot loader.
+    pub kernel_boot: Option<KernelBoot>,
 }
 
 impl DomainSpec {
@@ -190,9 +204,22 @@ impl DomainSpec {
                     w.create_element("type")
                         .with_attributes([("arch", "x86_64"), ("machine", machine)])
                         .write_text_content(BytesText::new("hvm"))?;
-                    w.create_element("boot")
-                        .with_attribute(("dev", "hd"))
-                        .write_empty()?;
+                    match &self.kernel_boot {
+                        Some(boot) => {
+                            text(w, "kernel", &boot.kernel)?;
+                            if let Some(initrd) = &boot.initrd {
+                                text(w, "initrd", initrd)?;
+                            }
+                            if let Some(cmdline) = &boot.cmdline {
+                                text(w, "cmdline", cmdline)?;
+                            }
+                        }
+                        None => {
+                            w.create_element("boot")
+                                .with_attribute(("dev", "hd"))
+                                .write_empty()?;
+                        }
+                    }
                     if self.seed_url.is_some() {
                         w.create_element("smbios")
                             .with_attribute(("mode", "sysinfo"))
@@ -262,9 +289,25 @@ impl DomainSpec {
                 }
                 Ok(())
             })?;
-        w.create_element("serial")
-            .with_attribute(("type", "pty"))
-            .write_empty()?;
+        let serial = w.create_element("serial").with_attribute(("type", "pty"));
+        match self.kind {
+            // QEMU's serial output is also kept on the host (through virtlogd), for admins
+            // looking into a guest that does not boot.
+            DomainKind::Kvm | DomainKind::Qemu => {
+                serial.write_inner_content(|w| {
+                    w.create_element("log")
+                        .with_attributes([
+                            ("file", serial_log_path(&self.name()).as_str()),
+                            ("append", "off"),
+                        ])
+                        .write_empty()?;
+                    Ok(())
+                })?;
+            }
+            DomainKind::Xen | DomainKind::Test => {
+                serial.write_empty()?;
+            }
+        }
         w.create_element("graphics")
             .with_attributes([
                 ("type", "vnc"),
@@ -278,6 +321,11 @@ impl DomainSpec {
         }
         Ok(())
     }
+}
+
+/// Where a QEMU host keeps the serial console output of domain `name` (rewritten at each start).
+pub fn serial_log_path(name: &str) -> String {
+    format!("/var/log/libvirt/qemu/{name}-serial0.log")
 }
 
 /// The `<hostdev>` element that passes one PCI function through, alone (for hot-plug).
@@ -618,6 +666,7 @@ mod tests {
             numa: None,
             hostdevs: vec![],
             seed_url: Some("http://h/seed/a&b/".into()),
+            kernel_boot: None,
         };
         let xml = spec.to_xml();
         assert!(!xml.contains("<script>"), "{xml}");

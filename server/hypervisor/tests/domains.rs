@@ -8,7 +8,9 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use passage_hypervisor::domain::{DomainKind, DomainSpec, DomainState, Network, NumaPlacement};
+use passage_hypervisor::domain::{
+    DomainKind, DomainSpec, DomainState, KernelBoot, Network, NumaPlacement,
+};
 use passage_hypervisor::{Hotplug, HypervisorError, LibvirtHost, PciAddress};
 
 fn simulated_host_uri() -> String {
@@ -39,6 +41,7 @@ fn spec(kind: DomainKind) -> DomainSpec {
         }),
         hostdevs: vec![address("0000:e3:00.0"), address("0000:e3:00.1")],
         seed_url: Some("http://10.0.2.2:8080/cloud-init/7/k3y/".into()),
+        kernel_boot: None,
     }
 }
 
@@ -59,6 +62,38 @@ fn golden(name: &str, xml: &str) {
 #[test]
 fn kvm_domain_xml_matches_its_golden_file() {
     golden("kvm", &spec(DomainKind::Kvm).to_xml());
+}
+
+#[test]
+fn a_kernel_booted_domain_names_its_kernel_initrd_and_cmdline() {
+    let spec = DomainSpec {
+        kernel_boot: Some(KernelBoot {
+            kernel: "/srv/boot/vmlinuz".into(),
+            initrd: Some("/srv/boot/initrd.img".into()),
+            cmdline: Some("console=ttyS0 quiet root=LABEL=<x>&y".into()),
+        }),
+        ..spec(DomainKind::Qemu)
+    };
+    let xml = spec.to_xml();
+    assert!(xml.contains("<kernel>/srv/boot/vmlinuz</kernel>"), "{xml}");
+    assert!(
+        xml.contains("<initrd>/srv/boot/initrd.img</initrd>"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<cmdline>console=ttyS0 quiet root=LABEL=&lt;x&gt;&amp;y</cmdline>"),
+        "{xml}"
+    );
+    assert!(
+        !xml.contains("<boot dev="),
+        "the kernel boots, not the disk: {xml}"
+    );
+    assert!(
+        xml.contains(
+            "<log file=\"/var/log/libvirt/qemu/passage-vm-7-serial0.log\" append=\"off\"/>"
+        ),
+        "{xml}"
+    );
 }
 
 #[test]
@@ -245,6 +280,7 @@ async fn a_real_vm_boots_under_qemu_serves_vnc_and_is_removed() {
         numa: None,
         hostdevs: vec![],
         seed_url: Some("http://10.0.2.2:1/cloud-init/9001/x/".into()),
+        kernel_boot: None,
     };
     let _ = host.remove_domain(&spec.name()).await;
     let started = host.define_and_start(&spec.to_xml()).await.unwrap();
@@ -294,6 +330,7 @@ async fn a_passthrough_vm_that_cannot_start_leaves_no_domain() {
         numa: None,
         hostdevs: vec![address("0000:17:00.0")],
         seed_url: None,
+        kernel_boot: None,
     };
     let _ = host.remove_domain(&spec.name()).await;
     let err = host.define_and_start(&spec.to_xml()).await.unwrap_err();

@@ -86,6 +86,7 @@ fn spec(vm_id: i64, disk_path: String, hostdevs: Vec<PciAddress>) -> DomainSpec 
         numa: None,
         hostdevs,
         seed_url: None,
+        kernel_boot: None,
     }
 }
 

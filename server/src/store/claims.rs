@@ -285,14 +285,21 @@ pub struct Image {
     pub path: String,
     /// Its virtual size in bytes.
     pub capacity_bytes: i64,
+    /// Direct kernel boot: the kernel's path on the host; without it the disk boots.
+    pub kernel: Option<String>,
+    /// The initramfs's path on the host (with `kernel`).
+    pub initrd: Option<String>,
+    /// The kernel's command line (with `kernel`).
+    pub cmdline: Option<String>,
 }
 
 impl Store {
     /// Registers an image; a taken name is a unique violation.
     pub async fn register_image(&self, image: &Image) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO images (name, host, pool, volume, path, capacity_bytes, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO images (name, host, pool, volume, path, capacity_bytes, kernel, initrd,
+                                 cmdline, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&image.name)
         .bind(&image.host)
@@ -300,6 +307,9 @@ impl Store {
         .bind(&image.volume)
         .bind(&image.path)
         .bind(image.capacity_bytes)
+        .bind(&image.kernel)
+        .bind(&image.initrd)
+        .bind(&image.cmdline)
         .bind(now_ms())
         .execute(&self.pool)
         .await?;
@@ -309,7 +319,8 @@ impl Store {
     /// Every image, by name.
     pub async fn images(&self) -> Result<Vec<Image>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, host, pool, volume, path, capacity_bytes FROM images ORDER BY name",
+            "SELECT name, host, pool, volume, path, capacity_bytes, kernel, initrd, cmdline
+             FROM images ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -322,6 +333,9 @@ impl Store {
                     volume: r.try_get("volume")?,
                     path: r.try_get("path")?,
                     capacity_bytes: r.try_get("capacity_bytes")?,
+                    kernel: r.try_get("kernel")?,
+                    initrd: r.try_get("initrd")?,
+                    cmdline: r.try_get("cmdline")?,
                 })
             })
             .collect()

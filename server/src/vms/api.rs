@@ -274,6 +274,35 @@ pub struct NewImage {
     pub pool: String,
     /// A qcow2 volume in that pool.
     pub volume: String,
+    /// Boot this kernel (an absolute path on the host) directly instead of the disk's boot
+    /// loader, e.g. `/srv/passage/appliance/vmlinuz`.
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// The initramfs to boot with `kernel` (an absolute path on the host).
+    #[serde(default)]
+    pub initrd: Option<String>,
+    /// The kernel's command line, e.g. `console=ttyS0 root=/dev/vda`.
+    #[serde(default)]
+    pub cmdline: Option<String>,
+}
+
+impl NewImage {
+    /// Why the direct kernel boot fields do not fit together, if they do not.
+    fn kernel_boot_problem(&self) -> Option<String> {
+        let absolute = |field: &str, path: &Option<String>| match path {
+            Some(p) if !p.starts_with('/') || p.contains('\0') => Some(format!(
+                "{field}: give an absolute path on the host, got {p:?}"
+            )),
+            _ => None,
+        };
+        if self.kernel.is_none() && (self.initrd.is_some() || self.cmdline.is_some()) {
+            return Some("kernel: initrd and cmdline need a kernel to boot".into());
+        }
+        if self.cmdline.as_deref().is_some_and(|c| c.len() > 4096) {
+            return Some("cmdline: at most 4096 characters".into());
+        }
+        absolute("kernel", &self.kernel).or_else(|| absolute("initrd", &self.initrd))
+    }
 }
 
 /// Registers a base image: a volume that exists in a storage pool of a host (admins).
@@ -295,6 +324,9 @@ pub(crate) async fn register_image(
             StatusCode::UNPROCESSABLE_ENTITY,
             "name: use 1 to 64 letters, digits, '.', '-' or '_'".into(),
         ));
+    }
+    if let Some(problem) = body.kernel_boot_problem() {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, problem));
     }
     let volume = state
         .inventory
@@ -324,6 +356,9 @@ pub(crate) async fn register_image(
         volume: body.volume.clone(),
         path: volume.path,
         capacity_bytes: i64::try_from(volume.capacity_bytes).unwrap_or(i64::MAX),
+        kernel: body.kernel.clone(),
+        initrd: body.initrd.clone(),
+        cmdline: body.cmdline.clone(),
     };
     match state.store.register_image(&image).await {
         Err(e) if is_unique_violation(&e) => {
@@ -342,7 +377,10 @@ pub(crate) async fn register_image(
             subject: format!("image {}", image.name),
             before: None,
             after: Some(format!("{}:{}/{}", image.host, image.pool, image.volume)),
-            detail: None,
+            detail: image
+                .kernel
+                .as_ref()
+                .map(|kernel| format!("boots kernel {kernel}")),
         })
         .await?;
     Ok((StatusCode::CREATED, Json(image)).into_response())

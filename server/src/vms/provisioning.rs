@@ -4,7 +4,7 @@
 //! removing exactly what may exist: the domain, the volume, then the claim.
 
 use passage_hypervisor::PciAddress;
-use passage_hypervisor::domain::{DomainSpec, Network, NumaPlacement, domain_name};
+use passage_hypervisor::domain::{DomainSpec, KernelBoot, Network, NumaPlacement, domain_name};
 
 use super::seed::{SeedKey, seed_url};
 use super::{VmError, VmService};
@@ -172,6 +172,11 @@ impl VmService {
                 }),
             hostdevs,
             seed_url: Some(seed_url(&self.inner.public_url, vm_id, &key)),
+            kernel_boot: image.kernel.as_ref().map(|kernel| KernelBoot {
+                kernel: kernel.clone(),
+                initrd: image.initrd.clone(),
+                cmdline: image.cmdline.clone(),
+            }),
         };
         handle.host.define_and_start(&spec.to_xml()).await?;
         Ok(())
