@@ -533,7 +533,7 @@ async fn seed_token(setup: &Setup, base: &str, vm: i64) -> String {
         .text()
         .await
         .unwrap();
-    let marker = "ds=nocloud;s=";
+    let marker = "ds=nocloud-net;s=";
     let start = xml.find(marker).expect("a seed URL in the domain") + marker.len();
     let url = &xml[start..];
     let url = &url[..url.find('<').unwrap()];
