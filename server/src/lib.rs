@@ -94,6 +94,7 @@ async fn register_simulated_image(
                     volume: volume.into(),
                     path: found.path,
                     capacity_bytes: i64::try_from(found.capacity_bytes).unwrap_or(i64::MAX),
+                    gpu_driver_included: false,
                 })
                 .await?;
             tracing::info!(image = name, host = %simulated.name, "registered the simulated host's base image");

@@ -42,6 +42,7 @@ async fn prepared(url: &str) -> (Store, i64) {
             volume: "debian-12-generic-amd64.qcow2".into(),
             path: "/var/lib/passage/images/debian-12-generic-amd64.qcow2".into(),
             capacity_bytes: 3 << 30,
+            gpu_driver_included: false,
         })
         .await
         .unwrap();

@@ -272,14 +272,18 @@ pub struct Image {
     pub path: String,
     /// Its virtual size in bytes.
     pub capacity_bytes: i64,
+    /// True when the image brings NVIDIA's driver; VMs of other images install it on first boot.
+    #[serde(default)]
+    pub gpu_driver_included: bool,
 }
 
 impl Store {
     /// Registers an image; a taken name is a unique violation.
     pub async fn register_image(&self, image: &Image) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO images (name, host, pool, volume, path, capacity_bytes, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO images (name, host, pool, volume, path, capacity_bytes, created_at,
+                 gpu_driver_included)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&image.name)
         .bind(&image.host)
@@ -288,6 +292,7 @@ impl Store {
         .bind(&image.path)
         .bind(image.capacity_bytes)
         .bind(now_ms())
+        .bind(image.gpu_driver_included)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -296,7 +301,8 @@ impl Store {
     /// Every image, by name.
     pub async fn images(&self) -> Result<Vec<Image>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, host, pool, volume, path, capacity_bytes FROM images ORDER BY name",
+            "SELECT name, host, pool, volume, path, capacity_bytes, gpu_driver_included
+             FROM images ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -309,6 +315,7 @@ impl Store {
                     volume: r.try_get("volume")?,
                     path: r.try_get("path")?,
                     capacity_bytes: r.try_get("capacity_bytes")?,
+                    gpu_driver_included: super::flag(r, "gpu_driver_included")?,
                 })
             })
             .collect()
