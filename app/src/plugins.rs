@@ -99,6 +99,16 @@ pub struct AgentView {
     pub devices: Vec<DeviceView>,
     /// For VM agents: whether the guest sees the GPUs that were passed through, in words.
     pub verification: Option<String>,
+    /// The machine's IP addresses, as the agent reported them (first: the one it reaches the
+    /// portal from).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// The account the agent runs as, e.g. `passage-agent (uid 998)`.
+    #[serde(default)]
+    pub run_as: Option<String>,
+    /// Why the agent could not use the CUDA driver (none installed, none loaded), when it could not.
+    #[serde(default)]
+    pub cuda_problem: Option<String>,
 }
 
 impl AgentView {

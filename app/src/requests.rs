@@ -133,6 +133,9 @@ pub struct Choices {
     pub models: Vec<String>,
     /// Image names.
     pub images: Vec<String>,
+    /// The images that bring NVIDIA's driver; VMs of the others install it on first boot.
+    #[serde(default)]
+    pub images_with_driver: Vec<String>,
 }
 
 /// What filing a request from the page did.
@@ -153,6 +156,9 @@ pub struct RequestsView {
     pub models: Vec<String>,
     /// Base images.
     pub images: Vec<String>,
+    /// The images that bring NVIDIA's driver.
+    #[serde(default)]
+    pub images_with_driver: Vec<String>,
     /// Requests, newest first.
     pub requests: Vec<RequestView>,
 }
@@ -164,7 +170,11 @@ pub async fn load_requests() -> Result<Option<RequestsView>, ServerFnError> {
     let Some(viewer) = viewer else {
         return Ok(None);
     };
-    let Choices { models, images } = service.0.choices().await.map_err(ServerFnError::new)?;
+    let Choices {
+        models,
+        images,
+        images_with_driver,
+    } = service.0.choices().await.map_err(ServerFnError::new)?;
     let requests = service
         .0
         .requests(viewer.clone())
@@ -174,6 +184,7 @@ pub async fn load_requests() -> Result<Option<RequestsView>, ServerFnError> {
         viewer,
         models,
         images,
+        images_with_driver,
         requests,
     }))
 }

@@ -42,6 +42,9 @@ pub struct VmView {
     pub lease_expires_at: String,
     /// The account to sign in with over SSH, with the owner's key.
     pub ssh_user: String,
+    /// The address the guest got, as its agent reported it (none before the agent starts).
+    #[serde(default)]
+    pub ssh_address: Option<String>,
 }
 
 impl VmView {

@@ -162,6 +162,9 @@ pub struct VmSettings {
     /// Provisioning that has made no progress for this long (a server that died mid-way) is
     /// rolled back by reconciliation.
     pub provisioning_timeout_secs: u64,
+    /// The `passage-agent` binary guests download (`/downloads/passage-agent`) and check by its
+    /// SHA-256. Default: `passage-agent` beside the server binary.
+    pub agent_binary: Option<PathBuf>,
 }
 
 impl Default for VmSettings {
@@ -172,6 +175,7 @@ impl Default for VmSettings {
             lease_check_secs: 30,
             reconcile_secs: 60,
             provisioning_timeout_secs: 300,
+            agent_binary: None,
         }
     }
 }
@@ -236,6 +240,32 @@ pub struct HostConfig {
     /// e.g. nested test machines. Slow; never for real GPU work.
     #[serde(default)]
     pub tcg: bool,
+    /// The GPU backend of the agents in this host's VMs: `cuda` (the guest's NVIDIA driver), or
+    /// `fake` for a lab host without GPUs, whose VMs' agents then offer one simulated GPU and
+    /// every job on them is labelled SIMULATED.
+    #[serde(default)]
+    pub agent_backend: AgentBackend,
+}
+
+/// The GPU backend an agent in a VM runs jobs on (`passage-agent serve --backend`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentBackend {
+    /// The NVIDIA GPUs passed through, through the guest's CUDA driver.
+    #[default]
+    Cuda,
+    /// A simulated GPU: memory semantics only, figures that are not measurements.
+    Fake,
+}
+
+impl AgentBackend {
+    /// The value of the agent's `--backend` option.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentBackend::Cuda => "cuda",
+            AgentBackend::Fake => "fake",
+        }
+    }
 }
 
 impl HostConfig {
@@ -247,6 +277,7 @@ impl HostConfig {
             network: None,
             bridge: None,
             tcg: false,
+            agent_backend: AgentBackend::Cuda,
         }
     }
 }
@@ -364,6 +395,7 @@ impl Config {
                 None => GpuVendors::default(),
             },
         };
+        let vms_file = file.vms.unwrap_or_default();
         let plugins_file = file.plugins.unwrap_or_default();
         let plugins = PluginSettings {
             dir: var("PASSAGE_PLUGIN_DIR")
@@ -401,7 +433,12 @@ impl Config {
             hosts: file
                 .hosts
                 .unwrap_or_else(|| vec![HostConfig::new(SIMULATED_HOST_NAME, SIMULATED_HOST_URI)]),
-            vms: file.vms.unwrap_or_default(),
+            vms: VmSettings {
+                agent_binary: var("PASSAGE_AGENT_BINARY")
+                    .map(PathBuf::from)
+                    .or(vms_file.agent_binary),
+                ..vms_file
+            },
             plugins,
             agents: file.agents.unwrap_or_default(),
             jobs: file.jobs.unwrap_or_default(),
@@ -581,6 +618,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "PASSAGE_LIBVIRT_CALL_TIMEOUT_SECS",
     "PASSAGE_INVENTORY_GPU_VENDORS",
     "PASSAGE_PLUGIN_DIR",
+    "PASSAGE_AGENT_BINARY",
 ];
 
 /// PCI vendor ids as admins write them: `0x10de` (hexadecimal, as `lspci -n` prints them, with or

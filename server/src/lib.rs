@@ -97,6 +97,7 @@ async fn register_simulated_image(
                     kernel: None,
                     initrd: None,
                     cmdline: None,
+                    gpu_driver_included: false,
                 })
                 .await?;
             tracing::info!(image = name, host = %simulated.name, "registered the simulated host's base image");

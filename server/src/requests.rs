@@ -90,8 +90,18 @@ pub async fn choices(store: &Store) -> Result<Choices, StoreError> {
     let mut models: Vec<String> = store.gpus().await?.into_iter().map(|g| g.model).collect();
     models.sort();
     models.dedup();
-    let images = store.images().await?.into_iter().map(|i| i.name).collect();
-    Ok(Choices { models, images })
+    let all = store.images().await?;
+    let images_with_driver = all
+        .iter()
+        .filter(|i| i.gpu_driver_included)
+        .map(|i| i.name.clone())
+        .collect();
+    let images = all.into_iter().map(|i| i.name).collect();
+    Ok(Choices {
+        models,
+        images,
+        images_with_driver,
+    })
 }
 
 /// The quotas that hold for a user: the configured ones, with an admin's per-user override.
@@ -116,7 +126,7 @@ pub async fn file_request(
     form: RequestForm,
 ) -> Result<i64, RequestError> {
     let (store, policy) = (&state.store, &state.policy);
-    let Choices { models, images } = choices(store).await?;
+    let Choices { models, images, .. } = choices(store).await?;
     form.validate(&models, &images)
         .map_err(RequestError::Invalid)?;
     let quotas = quotas_for(store, policy, user.id).await?;

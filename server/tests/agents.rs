@@ -46,11 +46,24 @@ struct Agent {
 
 impl Agent {
     fn start(base: &str, token: &str, devices: usize) -> Agent {
+        Agent::spawn(
+            base,
+            token,
+            &["--backend", "fake", "--fake-devices", &devices.to_string()],
+        )
+    }
+
+    /// An agent on the CUDA backend: on a machine without NVIDIA's driver it has no GPUs.
+    fn start_cuda(base: &str, token: &str) -> Agent {
+        Agent::spawn(base, token, &["--backend", "cuda"])
+    }
+
+    fn spawn(base: &str, token: &str, backend: &[&str]) -> Agent {
         let cache = tempfile::tempdir().unwrap();
         let log = std::fs::File::create(cache.path().join("agent.log")).unwrap();
         let child = Command::new(agent_binary())
-            .args(["serve", "--server", base, "--backend", "fake"])
-            .args(["--fake-devices", &devices.to_string()])
+            .args(["serve", "--server", base])
+            .args(backend)
             .arg("--cache-dir")
             .arg(cache.path())
             .env("PASSAGE_AGENT_TOKEN", token)
@@ -555,7 +568,7 @@ async fn seed_token(setup: &Setup, base: &str, vm: i64) -> String {
         .text()
         .await
         .unwrap();
-    let marker = "ds=nocloud;s=";
+    let marker = "ds=nocloud-net;s=";
     let start = xml.find(marker).expect("a seed URL in the domain") + marker.len();
     let url = &xml[start..];
     let url = &url[..url.find('<').unwrap()];
@@ -666,6 +679,51 @@ async fn a_vm_agent_registers_with_its_seed_token_and_serves_only_its_owner() {
     assert_eq!(job["target"], format!("VM {vm} (ada)"));
     let (status, _) = get(&setup.bob, format!("{base}/api/v1/jobs/{}", ids[0])).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "bob cannot read it either");
+
+    // The same VM's agent where no CUDA driver answers: it registers without GPUs, and the VM
+    // says why; its SSH address is the one the agent reaches the portal from.
+    let cuda_here = Command::new(agent_binary())
+        .args(["devices", "--backend", "cuda", "--json"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if cuda_here {
+        eprintln!("this machine has a CUDA driver: skipping the agent without one");
+    } else {
+        drop(_process);
+        let _process = Agent::start_cuda(&base, &token);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let seen = loop {
+            let (_, agents) = get(&setup.ada, format!("{base}/api/v1/agents")).await;
+            if let Some(a) = agents
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["id"] == agent && a["cuda_problem"].is_string())
+            {
+                break a.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no CUDA problem reported: {agents}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(seen["status"], "online", "{seen}");
+        assert_eq!(seen["backend"], "cuda", "{seen}");
+        assert!(seen["devices"].as_array().unwrap().is_empty(), "{seen}");
+        assert!(
+            seen["verification"]
+                .as_str()
+                .unwrap()
+                .starts_with("unverified: the agent found no CUDA driver in the guest"),
+            "{seen}"
+        );
+        assert!(seen["run_as"].as_str().unwrap().contains("uid "), "{seen}");
+        let (_, shown) = get(&setup.ada, format!("{base}/api/v1/vms/{vm}")).await;
+        assert_eq!(shown["ssh_address"], "127.0.0.1", "{shown}");
+    }
 
     // The suite goes in one batch; releasing the VM cancels what is left and locks its agent out.
     let (status, batch) = post(

@@ -45,6 +45,7 @@ async fn prepared(url: &str) -> (Store, i64) {
             kernel: None,
             initrd: None,
             cmdline: None,
+            gpu_driver_included: false,
         })
         .await
         .unwrap();

@@ -6,7 +6,9 @@ mod common;
 
 use passage_app::plugins::{DeviceView, JobFilter, JobResult, MetricView};
 use passage_plugin_host::{ParamKind, ParamSpec, ParamValue};
-use passage_server::store::{JobEnd, NewJob, NewPlugin, Registered, Scope, Store, now_ms};
+use passage_server::store::{
+    AgentReport, JobEnd, NewJob, NewPlugin, Registered, Scope, Store, now_ms,
+};
 
 struct Queue {
     store: Store,
@@ -270,7 +272,17 @@ async fn jobs_of_silent_and_restarted_agents_fail() {
         let devices = result().devices;
         assert_eq!(
             q.store
-                .record_registration(q.agent, "bench-01", "0.1.0", "fake", &devices, None)
+                .record_registration(
+                    q.agent,
+                    &AgentReport {
+                        hostname: "bench-01".into(),
+                        agent_version: "0.1.0".into(),
+                        backend: "fake".into(),
+                        devices: devices.clone(),
+                        ..AgentReport::default()
+                    },
+                    None,
+                )
                 .await
                 .unwrap(),
             1

@@ -271,12 +271,12 @@ async fn lifecycle(url: String) {
         "bus='0x3d'",
         "managed='yes'",
         "nodeset='0'",
-        "ds=nocloud;s=http://",
+        "ds=nocloud-net;s=http://",
     ] {
         assert!(xml.contains(wanted), "{wanted} missing from\n{xml}");
     }
     let seed = xml
-        .split("ds=nocloud;s=")
+        .split("ds=nocloud-net;s=")
         .nth(1)
         .unwrap()
         .split('<')

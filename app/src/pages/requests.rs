@@ -57,7 +57,7 @@ pub fn RequestsPage() -> impl IntoView {
                         }
                         Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                         Ok(Some(page)) => {
-                            let RequestsView { viewer, models, images, requests } = page;
+                            let RequestsView { viewer, models, images, images_with_driver, requests } = page;
                             let admin = viewer.is_admin;
                             view! {
                                 <ActionForm action=file attr:class="request-form" attr:id="request-form">
@@ -75,9 +75,17 @@ pub fn RequestsPage() -> impl IntoView {
                                     <label>
                                         "Image"
                                         <select name="form[image]">
-                                            {images.into_iter().map(|i| view! { <option value=i.clone()>{i.clone()}</option> }).collect_view()}
+                                            {images.into_iter().map(|i| {
+                                                let label = if images_with_driver.contains(&i) {
+                                                    format!("{i} (GPU driver included)")
+                                                } else {
+                                                    format!("{i} (NVIDIA driver installed at first boot)")
+                                                };
+                                                view! { <option value=i.clone()>{label}</option> }
+                                            }).collect_view()}
                                         </select>
                                         {field_error("image")}
+                                        <span class="muted" id="image-driver-note">"An image without NVIDIA's driver gets it on the VM's first boot (Debian: non-free nvidia-driver; Ubuntu: nvidia-driver-*-server), then a reboot: several minutes before the GPUs can be used."</span>
                                     </label>
                                     <label>
                                         "Hypervisor"

@@ -188,8 +188,16 @@ fn VmDetails(vm: VmView, admin: bool, act: ServerAction<ActOnVm>) -> impl IntoVi
             <dt>"Lease ends"</dt><dd id="vm-lease">{vm.lease_expires_at.clone()}</dd>
             <dt>"SSH"</dt>
             <dd id="vm-ssh">
-                <code>{format!("ssh {}@<the VM's address>", vm.ssh_user)}</code>
-                <div class="muted">"With the SSH key of your account (PUT /api/v1/me/ssh-key); the guest's agent reports its address once it starts."</div>
+                {match vm.ssh_address.clone() {
+                    Some(address) => view! {
+                        <code id="vm-ssh-command">{format!("ssh {}@{address}", vm.ssh_user)}</code>
+                        <div class="muted">"With the SSH key of your account (PUT /api/v1/me/ssh-key). The address is the one the guest got, as its agent reported it; behind QEMU's user networking it is reachable only from inside the host."</div>
+                    }.into_any(),
+                    None => view! {
+                        <code>{format!("ssh {}@<the VM's address>", vm.ssh_user)}</code>
+                        <div class="muted">"With the SSH key of your account (PUT /api/v1/me/ssh-key); the guest's agent reports its address once it starts."</div>
+                    }.into_any(),
+                }}
             </dd>
         </dl>
         {vm.is_live().then(|| view! {
@@ -241,6 +249,15 @@ fn VmAgent(agent: Option<crate::plugins::AgentView>) -> impl IntoView {
             <span class=format!("badge {}", agent.status)>{agent.status.clone()}</span>
             " " <span class=format!("verification {class}") id="vm-verification">{verdict}</span>
         </p>
+        {agent.cuda_problem.clone().map(|problem| view! {
+            <p class="error" id="vm-no-cuda">
+                "The agent found no CUDA driver in this VM, so no job can use its GPUs: " {problem}
+                ". An image without NVIDIA's driver installs it on the first boot and reboots; until that is done (or if it failed) this stays."
+            </p>
+        })}
+        {agent.run_as.clone().map(|account| view! {
+            <p class="muted" id="vm-agent-account">{format!("The agent runs as {account}.")}</p>
+        })}
         <p>
             <a href="/plugins">"Run a plugin on this VM"</a> " · "
             <a href=format!("/jobs?agent={}", agent.id)>"its jobs"</a>

@@ -35,6 +35,19 @@ struct Registration<'a> {
     version: &'a str,
     backend: &'a str,
     devices: &'a [Device],
+    #[serde(flatten)]
+    machine: &'a Machine,
+}
+
+/// What the agent says about the machine it runs on, beyond its GPUs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Machine {
+    /// The machine's IP addresses: the one it reaches the portal from.
+    pub addresses: Vec<String>,
+    /// The account the agent runs as, e.g. `passage-agent (uid 998)`.
+    pub run_as: Option<String>,
+    /// Why the CUDA driver cannot be used, when it cannot.
+    pub cuda_problem: Option<String>,
 }
 
 /// The portal's answer to a registration.
@@ -113,7 +126,7 @@ pub struct Portal {
 impl Portal {
     /// The portal at `base` (e.g. `http://10.0.2.2:8080`).
     ///
-    /// An `https://` portal is verified against the system's web roots and, when given,
+    /// An `https://` portal is verified against the system's certificate store and, when given,
     /// `ca_file` (PEM), for a portal whose certificate an installation's own CA signed.
     pub fn new(base: &str, token: &str, ca_file: Option<&Path>) -> anyhow::Result<Portal> {
         let mut builder = reqwest::blocking::Client::builder()
@@ -162,6 +175,7 @@ impl Portal {
         hostname: &str,
         backend: &str,
         devices: &[Device],
+        machine: &Machine,
     ) -> Result<Registered, PortalError> {
         self.post(
             "/api/v1/agent/register",
@@ -170,8 +184,31 @@ impl Portal {
                 version: env!("CARGO_PKG_VERSION"),
                 backend,
                 devices,
+                machine,
             },
         )
+    }
+
+    /// The local address this machine reaches the portal from (no packet is sent: the kernel
+    /// only picks the route), or `None` when the portal's name does not resolve.
+    pub fn local_address(&self) -> Option<std::net::IpAddr> {
+        let url = reqwest::Url::parse(&self.base).ok()?;
+        let port = url.port_or_known_default()?;
+        let host = url
+            .host_str()?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let remote = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .ok()?
+            .next()?;
+        let any: std::net::SocketAddr = if remote.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = std::net::UdpSocket::bind(any).ok()?;
+        socket.connect(remote).ok()?;
+        Some(socket.local_addr().ok()?.ip())
     }
 
     /// The heartbeat: what runs, what is idle; the answer may hold a job.

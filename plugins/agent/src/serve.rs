@@ -10,18 +10,21 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 
 use crate::backend::{self, Device};
 use crate::job::Runner;
-use crate::portal::{Job, Portal, PortalError};
+use crate::portal::{Job, Machine, Portal, PortalError};
 use crate::{BackendKind, default_cache_dir};
 
 /// The longest wait between attempts to reach the portal.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How often an agent without a usable CUDA driver looks for one again.
+const DRIVER_RECHECK: Duration = Duration::from_secs(60);
 
 /// What `serve` takes.
 #[derive(Debug, Args)]
@@ -73,7 +76,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .or_else(default_cache_dir)
         .context("no cache directory: give --cache-dir")?;
     let portal = Portal::new(&args.server, &token, args.ca_file.as_deref())?;
-    let devices = list_devices(args.backend, args.fake_devices)?;
+    let (mut devices, cuda_problem) = list_devices(args.backend, args.fake_devices)?;
+    if let Some(problem) = &cuda_problem {
+        eprintln!(
+            "passage-agent: no usable CUDA driver ({problem}); registering without GPUs and looking again every {} s",
+            DRIVER_RECHECK.as_secs()
+        );
+    }
+    let mut machine = Machine {
+        addresses: Vec::new(),
+        run_as: run_as(),
+        cuda_problem,
+    };
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
@@ -83,9 +97,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cache_dir,
     };
 
-    let registered = with_backoff("registering", || {
-        portal.register(&hostname, args.backend.as_str(), &devices)
-    })?;
+    // The address is looked up at each registration: the guest's network may come up late.
+    let register = |devices: &[Device], machine: &Machine| {
+        with_backoff("registering", || {
+            let machine = Machine {
+                addresses: portal
+                    .local_address()
+                    .map(|a| a.to_string())
+                    .into_iter()
+                    .collect(),
+                ..machine.clone()
+            };
+            portal.register(&hostname, args.backend.as_str(), devices, &machine)
+        })
+    };
+    let registered = register(&devices, &machine)?;
     eprintln!(
         "passage-agent: registered with {} as {}: {} GPU(s){}",
         args.server,
@@ -101,7 +127,23 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let running: Arc<Mutex<HashMap<i64, Running>>> = Arc::default();
     let (finished_tx, finished_rx) = mpsc::channel::<i64>();
     let mut backoff = Duration::from_secs(1);
+    let mut driver_checked = Instant::now();
     loop {
+        // A driver installed after the agent started (the first boot's install, then a reboot
+        // or a module load) is noticed without a restart.
+        if machine.cuda_problem.is_some() && driver_checked.elapsed() >= DRIVER_RECHECK {
+            driver_checked = Instant::now();
+            let (found, problem) = list_devices(args.backend, args.fake_devices)?;
+            if problem.is_none() {
+                eprintln!(
+                    "passage-agent: the CUDA driver answers now: {} GPU(s)",
+                    found.len()
+                );
+                devices = found;
+                machine.cuda_problem = None;
+                register(&devices, &machine)?;
+            }
+        }
         let (ids, free) = {
             let running = running.lock().expect("running jobs lock");
             let busy: Vec<i64> = running.values().flat_map(|r| r.devices.clone()).collect();
@@ -254,11 +296,14 @@ fn with_backoff<T>(what: &str, call: impl Fn() -> Result<T, PortalError>) -> any
     }
 }
 
-/// The GPUs to offer. CUDA devices are listed by a child process, so that this long-lived
-/// process never holds a CUDA context of its own.
-fn list_devices(backend: BackendKind, fake_devices: usize) -> anyhow::Result<Vec<Device>> {
+/// The GPUs to offer, or none and why the CUDA driver cannot be used. CUDA devices are listed
+/// by a child process, so that this long-lived process never holds a CUDA context of its own.
+fn list_devices(
+    backend: BackendKind,
+    fake_devices: usize,
+) -> anyhow::Result<(Vec<Device>, Option<String>)> {
     if backend == BackendKind::Fake {
-        return backend::devices(backend, fake_devices);
+        return Ok((backend::devices(backend, fake_devices)?, None));
     }
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let output = std::process::Command::new(exe)
@@ -266,10 +311,40 @@ fn list_devices(backend: BackendKind, fake_devices: usize) -> anyhow::Result<Vec
         .output()
         .context("cannot list the GPUs")?;
     if !output.status.success() {
-        bail!(
-            "cannot list the GPUs: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+        let said = String::from_utf8_lossy(&output.stderr);
+        let problem = said
+            .trim()
+            .trim_start_matches("passage-agent: ")
+            .chars()
+            .take(500)
+            .collect();
+        return Ok((Vec::new(), Some(problem)));
     }
-    serde_json::from_slice(&output.stdout).context("the GPU list does not parse")
+    let devices = serde_json::from_slice(&output.stdout).context("the GPU list does not parse")?;
+    Ok((devices, None))
+}
+
+/// The account this process runs as, e.g. `passage-agent (uid 998)`.
+fn run_as() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let name = std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+            })
+        });
+    Some(match name {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    })
 }

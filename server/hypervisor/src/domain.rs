@@ -180,6 +180,9 @@ impl DomainSpec {
                         Ok(())
                     })?;
                 }
+                // `nocloud-net`, not `nocloud`: cloud-init 22.4 (Debian 12) takes `ds=nocloud`
+                // to mean a local seed and drops what it fetched over HTTP (DataSourceNone);
+                // `nocloud-net` is the network seed for old and new versions alike.
                 if let Some(seed) = &self.seed_url {
                     w.create_element("sysinfo")
                         .with_attribute(("type", "smbios"))
@@ -188,7 +191,7 @@ impl DomainSpec {
                                 w.create_element("entry")
                                     .with_attribute(("name", "serial"))
                                     .write_text_content(BytesText::new(&format!(
-                                        "ds=nocloud;s={seed}"
+                                        "ds=nocloud-net;s={seed}"
                                     )))?;
                                 Ok(())
                             })?;

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::api::ApiError;
 use crate::auth::{bearer, secret_hash};
-use crate::store::{AgentRecord, JobEnd, param_texts};
+use crate::store::{AgentRecord, AgentReport, JobEnd, param_texts};
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -85,6 +85,15 @@ pub struct Registration {
     pub backend: String,
     /// Every GPU it sees.
     pub devices: Vec<DeviceView>,
+    /// The machine's IP addresses, the one it reaches the portal from first: a VM's SSH address.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// The account it runs as, e.g. `passage-agent (uid 998)`.
+    #[serde(default)]
+    pub run_as: Option<String>,
+    /// Why the CUDA driver cannot be used (not installed, not loaded), when it cannot.
+    #[serde(default)]
+    pub cuda_problem: Option<String>,
 }
 
 /// The portal's answer to a registration.
@@ -115,16 +124,31 @@ pub(crate) async fn register(
             "at most 64 devices, a 255-character host name and a 64-character version".into(),
         ));
     }
-    let verification = state
-        .jobs
-        .register_agent(
-            &agent,
-            &report.hostname,
-            &report.version,
-            &report.backend,
-            &report.devices,
-        )
-        .await?;
+    let addresses_ok = report.addresses.len() <= 16
+        && report
+            .addresses
+            .iter()
+            .all(|a| a.parse::<std::net::IpAddr>().is_ok());
+    if !addresses_ok
+        || report.run_as.as_ref().is_some_and(|r| r.len() > 128)
+        || report.cuda_problem.as_ref().is_some_and(|p| p.len() > 1000)
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "at most 16 IP addresses, a 128-character account and a 1000-character CUDA problem"
+                .into(),
+        ));
+    }
+    let report = AgentReport {
+        hostname: report.hostname,
+        agent_version: report.version,
+        backend: report.backend,
+        devices: report.devices,
+        addresses: report.addresses,
+        run_as: report.run_as,
+        cuda_problem: report.cuda_problem,
+    };
+    let verification = state.jobs.register_agent(&agent, &report).await?;
     Ok(Json(Registered {
         agent: agent.name,
         kind: agent.kind,

@@ -13,7 +13,7 @@ mod verification;
 
 use std::time::Duration;
 
-use passage_app::plugins::{AgentView, DeviceView, JobFilter, JobOrder, JobView, PluginView};
+use passage_app::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
 use passage_plugin_host::{ParamValue, PluginInfo, resolve_params};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{User, new_secret, secret_hash};
 use crate::config::{AgentSettings, JobLimits, PluginSettings};
 use crate::store::{
-    AgentRecord, AuditRecord, JobEnd, NewJob, PluginRecord, Scope, Store, StoreError, TakenJob,
-    is_unique_violation, now_ms,
+    AgentRecord, AgentReport, AuditRecord, JobEnd, NewJob, PluginRecord, Scope, Store, StoreError,
+    TakenJob, is_unique_violation, now_ms,
 };
 
 pub use registry::Registration;
@@ -427,11 +427,9 @@ impl JobService {
     pub async fn register_agent(
         &self,
         agent: &AgentRecord,
-        hostname: &str,
-        version: &str,
-        backend: &str,
-        devices: &[DeviceView],
+        report: &AgentReport,
     ) -> Result<Option<String>, JobError> {
+        let devices = &report.devices;
         let verdict = match agent.vm_id {
             Some(vm) => {
                 let vm = self
@@ -439,20 +437,16 @@ impl JobService {
                     .vm(None, vm)
                     .await?
                     .ok_or_else(|| JobError::NotFound(format!("no VM {vm}")))?;
-                Some(verification::verdict(&vm.gpu_model, vm.gpus.len(), devices))
+                Some(match &report.cuda_problem {
+                    Some(problem) => verification::no_driver(&vm.gpu_model, vm.gpus.len(), problem),
+                    None => verification::verdict(&vm.gpu_model, vm.gpus.len(), devices),
+                })
             }
             None => None,
         };
         let failed = self
             .store
-            .record_registration(
-                agent.id,
-                hostname,
-                version,
-                backend,
-                devices,
-                verdict.as_deref(),
-            )
+            .record_registration(agent.id, report, verdict.as_deref())
             .await?;
         if failed > 0 {
             tracing::warn!(agent = %agent.name, jobs = failed, "the agent restarted: its running jobs failed");
@@ -465,13 +459,15 @@ impl JobService {
                 before: None,
                 after: verdict.clone(),
                 detail: Some(format!(
-                    "agent {version} on {hostname}, {} GPU(s)",
+                    "agent {} on {}, {} GPU(s)",
+                    report.agent_version,
+                    report.hostname,
                     devices.len()
                 )),
             })
             .await;
         }
-        tracing::info!(agent = %agent.name, %hostname, backend, gpus = devices.len(), verdict = ?verdict, "agent registered");
+        tracing::info!(agent = %agent.name, hostname = %report.hostname, backend = %report.backend, gpus = devices.len(), verdict = ?verdict, "agent registered");
         Ok(verdict)
     }
 

@@ -39,6 +39,14 @@ pub fn verdict(model: &str, assigned: usize, devices: &[DeviceView]) -> String {
     }
 }
 
+/// The verdict when the guest's agent found no usable CUDA driver: nothing can be checked.
+pub fn no_driver(model: &str, assigned: usize, problem: &str) -> String {
+    format!(
+        "unverified: the agent found no CUDA driver in the guest, so the passthrough of \
+         {assigned} × {model} cannot be checked ({problem})"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -291,6 +291,9 @@ pub struct Image {
     pub initrd: Option<String>,
     /// The kernel's command line (with `kernel`).
     pub cmdline: Option<String>,
+    /// True when the image brings NVIDIA's driver; VMs of other images install it on first boot.
+    #[serde(default)]
+    pub gpu_driver_included: bool,
 }
 
 impl Store {
@@ -298,8 +301,8 @@ impl Store {
     pub async fn register_image(&self, image: &Image) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO images (name, host, pool, volume, path, capacity_bytes, kernel, initrd,
-                                 cmdline, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                 cmdline, created_at, gpu_driver_included)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&image.name)
         .bind(&image.host)
@@ -311,6 +314,7 @@ impl Store {
         .bind(&image.initrd)
         .bind(&image.cmdline)
         .bind(now_ms())
+        .bind(image.gpu_driver_included)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -319,7 +323,8 @@ impl Store {
     /// Every image, by name.
     pub async fn images(&self) -> Result<Vec<Image>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, host, pool, volume, path, capacity_bytes, kernel, initrd, cmdline
+            "SELECT name, host, pool, volume, path, capacity_bytes, kernel, initrd, cmdline,
+                    gpu_driver_included
              FROM images ORDER BY name",
         )
         .fetch_all(&self.pool)
@@ -336,6 +341,7 @@ impl Store {
                     kernel: r.try_get("kernel")?,
                     initrd: r.try_get("initrd")?,
                     cmdline: r.try_get("cmdline")?,
+                    gpu_driver_included: super::flag(r, "gpu_driver_included")?,
                 })
             })
             .collect()

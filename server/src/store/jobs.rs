@@ -126,7 +126,39 @@ fn agent_view(row: &AnyRow, online_after: i64) -> Result<AgentView, StoreError> 
         backend: row.try_get("backend")?,
         devices,
         verification: row.try_get("verification")?,
+        addresses: addresses(row.try_get("addresses_json")?)?,
+        run_as: row.try_get("run_as")?,
+        cuda_problem: row.try_get("cuda_problem")?,
     })
+}
+
+/// An agent's reported addresses, stored as a JSON array.
+pub(crate) fn addresses(json: Option<String>) -> Result<Vec<String>, StoreError> {
+    match json {
+        Some(text) => {
+            serde_json::from_str(&text).map_err(|e| decode_error("an agent's addresses", e))
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
+/// What an agent says about itself and its machine when it starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentReport {
+    /// The machine's host name.
+    pub hostname: String,
+    /// The agent's version.
+    pub agent_version: String,
+    /// `cuda` or `fake`.
+    pub backend: String,
+    /// Every GPU it sees.
+    pub devices: Vec<DeviceView>,
+    /// The machine's IP addresses, the one facing the portal first.
+    pub addresses: Vec<String>,
+    /// The account it runs as.
+    pub run_as: Option<String>,
+    /// Why the CUDA driver could not be used.
+    pub cuda_problem: Option<String>,
 }
 
 /// A job's stored parameters (`[name, value]` pairs) as `name`, text: what people read and
@@ -281,25 +313,26 @@ impl Store {
     pub async fn record_registration(
         &self,
         id: i64,
-        hostname: &str,
-        agent_version: &str,
-        backend: &str,
-        devices: &[DeviceView],
+        report: &AgentReport,
         verification: Option<&str>,
     ) -> Result<u64, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "UPDATE agents SET registered_at = $1, last_seen_at = $1, hostname = $2,
-                 agent_version = $3, backend = $4, devices_json = $5, verification = $6
-             WHERE id = $7",
+                 agent_version = $3, backend = $4, devices_json = $5, verification = $6,
+                 addresses_json = $7, run_as = $8, cuda_problem = $9
+             WHERE id = $10",
         )
         .bind(now)
-        .bind(hostname)
-        .bind(agent_version)
-        .bind(backend)
-        .bind(serde_json::to_string(devices).expect("devices serialise"))
+        .bind(&report.hostname)
+        .bind(&report.agent_version)
+        .bind(&report.backend)
+        .bind(serde_json::to_string(&report.devices).expect("devices serialise"))
         .bind(verification)
+        .bind(serde_json::to_string(&report.addresses).expect("addresses serialise"))
+        .bind(report.run_as.as_deref())
+        .bind(report.cuda_problem.as_deref())
         .bind(id)
         .execute(&mut *tx)
         .await?;
@@ -325,7 +358,8 @@ impl Store {
     ) -> Result<Vec<AgentView>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.id, a.kind, a.name, a.vm_id, u.name AS owner, a.last_seen_at, a.revoked_at,
-                 a.hostname, a.agent_version, a.backend, a.devices_json, a.verification
+                 a.hostname, a.agent_version, a.backend, a.devices_json, a.verification,
+                 a.addresses_json, a.run_as, a.cuda_problem
              FROM agents a LEFT JOIN vms v ON v.id = a.vm_id LEFT JOIN users u ON u.id = v.user_id
              WHERE $1 = 0 OR a.kind = 'host' OR v.user_id = $1
              ORDER BY a.kind, a.id DESC",

@@ -316,8 +316,9 @@ impl Store {
         let rows = sqlx::query(
             "SELECT v.id, v.request_id, u.name AS owner, v.state, v.state_reason, v.host, v.domain,
                  v.domain_type, r.gpu_model, r.vcpus, r.memory_mib, r.disk_gib, r.image,
-                 r.hypervisor, v.lease_expires_at
+                 r.hypervisor, v.lease_expires_at, a.addresses_json
              FROM vms v JOIN gpu_requests r ON r.id = v.request_id JOIN users u ON u.id = v.user_id
+                 LEFT JOIN agents a ON a.vm_id = v.id
              WHERE ($1 = 0 OR v.user_id = $1) AND ($2 = 0 OR v.id = $2)
              ORDER BY v.id DESC",
         )
@@ -334,6 +335,9 @@ impl Store {
                     id: r.try_get("id")?,
                     request_id,
                     ssh_user: owner.clone(),
+                    ssh_address: super::jobs::addresses(r.try_get("addresses_json")?)?
+                        .into_iter()
+                        .next(),
                     owner,
                     state: r.try_get("state")?,
                     state_reason: r.try_get("state_reason")?,
@@ -654,6 +658,21 @@ impl Store {
             Some(r) => r.try_get("ssh_public_key")?,
             None => None,
         })
+    }
+
+    /// True when VM `id`'s image brings NVIDIA's driver (false for an image no longer registered).
+    pub async fn vm_gpu_driver_included(&self, id: i64) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT i.gpu_driver_included FROM vms v JOIN gpu_requests r ON r.id = v.request_id
+                 JOIN images i ON i.name = r.image
+             WHERE v.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| super::flag(&r, "gpu_driver_included"))
+            .transpose()
+            .map(|flag| flag.unwrap_or(false))
     }
 
     /// The VM whose cloud-init seed key hashes to `key_hash`.

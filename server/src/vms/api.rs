@@ -13,6 +13,7 @@ use passage_app::vms::{AuditEntry, AuditFilter, VmView};
 use passage_hypervisor::Hotplug;
 
 use super::VmError;
+use super::agent_binary::AgentBinaryError;
 use super::lifecycle::VmAction;
 use super::seed::{SeedContent, SeedKey};
 use crate::AppState;
@@ -284,6 +285,11 @@ pub struct NewImage {
     /// The kernel's command line, e.g. `console=ttyS0 root=/dev/vda`.
     #[serde(default)]
     pub cmdline: Option<String>,
+    /// True when the image brings NVIDIA's driver. Without it (the default) a VM's first boot
+    /// installs it from the distribution (Debian's non-free `nvidia-driver`, Ubuntu's
+    /// `nvidia-driver-*-server`) and reboots: several minutes more.
+    #[serde(default)]
+    pub gpu_driver_included: bool,
 }
 
 impl NewImage {
@@ -359,6 +365,7 @@ pub(crate) async fn register_image(
         kernel: body.kernel.clone(),
         initrd: body.initrd.clone(),
         cmdline: body.cmdline.clone(),
+        gpu_driver_included: body.gpu_driver_included,
     };
     match state.store.register_image(&image).await {
         Err(e) if is_unique_violation(&e) => {
@@ -507,12 +514,24 @@ async fn seed_document(
         .await?
         .map(|v| v.owner)
         .ok_or_else(not_found)?;
+    let host = state.vms.host_config(&record.host);
+    // Without an agent binary the guest still gets its account; the agent is left out.
+    let agent_sha256 = match state.vms.agent_binary().release().await {
+        Ok(release) => Some(release.sha256),
+        Err(e) => {
+            tracing::warn!(vm = id, error = %e, "the VM's seed brings no agent");
+            None
+        }
+    };
     let content = SeedContent {
         vm_id: id,
         user: owner,
         ssh_public_key: state.store.ssh_key(record.user_id).await?,
         server_url: state.vms.public_url().to_string(),
         agent_token: key.agent_token(),
+        agent_sha256,
+        agent_backend: host.map(|h| h.agent_backend).unwrap_or_default(),
+        gpu_driver_included: state.store.vm_gpu_driver_included(id).await?,
     };
     let body = match document.as_str() {
         "meta-data" => content.meta_data(),
@@ -530,23 +549,24 @@ async fn seed_document(
         .into_response())
 }
 
-/// The agent binary for guests, from next to the server binary.
-async fn agent_binary() -> Result<Response, ApiError> {
-    let path = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("passage-agent")))
-        .filter(|path| path.is_file())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "passage-agent is not installed next to the server".into(),
-            )
-        })?;
-    let bytes = tokio::fs::read(&path).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("cannot read {}: {e}", path.display()),
-        )
+/// The agent binary for guests: the file whose SHA-256 their seeds carry.
+async fn agent_binary(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let release = state.vms.agent_binary().release().await.map_err(|e| {
+        let status = match e {
+            AgentBinaryError::Missing(_) => StatusCode::NOT_FOUND,
+            AgentBinaryError::Read { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        ApiError::new(status, e.to_string())
     })?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::HeaderName::from_static("x-checksum-sha256"),
+                release.sha256,
+            ),
+        ],
+        axum::body::Bytes::from_owner(release.bytes),
+    )
+        .into_response())
 }

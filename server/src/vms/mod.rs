@@ -5,6 +5,7 @@
 //! browser console ([`console`]), and the VM API ([`api`]). Every change of state is written to the
 //! audit log.
 
+pub mod agent_binary;
 pub mod api;
 mod console;
 mod lifecycle;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{HostConfig, VmSettings};
 use crate::scheduler::{self, PlaceError};
 use crate::store::{AuditRecord, Store, StoreError};
+use agent_binary::AgentBinary;
 
 pub use lifecycle::VmAction;
 pub use reconcile::Repairs;
@@ -69,6 +71,8 @@ struct Inner {
     hosts: HashMap<String, HostHandle>,
     settings: VmSettings,
     public_url: String,
+    /// The agent binary guests install.
+    agent_binary: AgentBinary,
     /// VMs with an action in progress in this process; a second action is refused.
     busy: Mutex<HashSet<i64>>,
 }
@@ -104,6 +108,7 @@ impl VmService {
                     .into_iter()
                     .map(|(config, host)| (config.name.clone(), HostHandle { host, config }))
                     .collect(),
+                agent_binary: AgentBinary::new(settings.agent_binary.clone()),
                 settings,
                 public_url,
                 busy: Mutex::new(HashSet::new()),
@@ -114,6 +119,16 @@ impl VmService {
     /// The portal's URL as guests reach it.
     pub fn public_url(&self) -> &str {
         &self.inner.public_url
+    }
+
+    /// The agent binary guests install, and its hash.
+    pub fn agent_binary(&self) -> &AgentBinary {
+        &self.inner.agent_binary
+    }
+
+    /// The configuration of host `name`, when it is configured.
+    pub fn host_config(&self, name: &str) -> Option<&HostConfig> {
+        self.inner.hosts.get(name).map(|h| &h.config)
     }
 
     fn store(&self) -> &Store {

@@ -16,6 +16,13 @@ pub fn simulated_host_file() -> PathBuf {
 
 /// A configuration for an in-process portal in `dir`: port 0, SQLite in `dir`, given hosts.
 pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
+    // What guests would download: the seeds carry its hash.
+    let agent_binary = dir.join("passage-agent");
+    std::fs::write(
+        &agent_binary,
+        b"#!/bin/sh\necho a stand-in for passage-agent\n",
+    )
+    .unwrap();
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         database_url: format!("sqlite://{}", dir.join("passage.db").display()),
@@ -34,6 +41,7 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
         vms: VmSettings {
             shutdown_grace_secs: 1,
             lease_check_secs: 1,
+            agent_binary: Some(agent_binary),
             ..VmSettings::default()
         },
         plugins: Default::default(),
