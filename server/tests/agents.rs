@@ -723,6 +723,17 @@ async fn a_vm_agent_registers_with_its_seed_token_and_serves_only_its_owner() {
         assert!(seen["run_as"].as_str().unwrap().contains("uid "), "{seen}");
         let (_, shown) = get(&setup.ada, format!("{base}/api/v1/vms/{vm}")).await;
         assert_eq!(shown["ssh_address"], "127.0.0.1", "{shown}");
+        // The VM's page says what the verdict rests on: the guest's own report.
+        let page = setup
+            .ada
+            .get(format!("{base}/vms/{vm}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("This verdict rests on the guest"), "{page}");
     }
 
     // The suite goes in one batch; releasing the VM cancels what is left and locks its agent out.

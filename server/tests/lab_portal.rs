@@ -90,14 +90,13 @@ fn make_guest() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     let kernel = String::from_utf8(output.stdout).unwrap();
-    let script = services
-        .join("guests/pci-listing.sh")
-        .canonicalize()
-        .unwrap();
-    // The lab host sees this machine's file system at the same paths.
+    // The lab host sees this machine's file system, but not its /tmp or /root (its own tmpfs),
+    // where a checkout may live: the script travels with the command, as a here-document.
+    let script = std::fs::read_to_string(services.join("guests/pci-listing.sh")).unwrap();
+    assert!(!script.contains("PASSAGE_SCRIPT_END"));
     lab_exec(&format!(
-        "sh {} {BOOT_DIR} {}",
-        script.display(),
+        "cat > /run/pci-listing.sh <<'PASSAGE_SCRIPT_END'\n{script}\nPASSAGE_SCRIPT_END\n\
+         sh /run/pci-listing.sh {BOOT_DIR} {}",
         kernel.trim()
     ));
 }

@@ -249,6 +249,12 @@ fn VmAgent(agent: Option<crate::plugins::AgentView>) -> impl IntoView {
             <span class=format!("badge {}", agent.status)>{agent.status.clone()}</span>
             " " <span class=format!("verification {class}") id="vm-verification">{verdict}</span>
         </p>
+        <p class="muted" id="vm-verification-basis">
+            "This verdict rests on the guest's own report: its agent lists the GPUs its CUDA driver \
+             sees, and the portal compares them with the GPUs it passed through. Whoever controls \
+             the guest can change that report, so it shows an honest owner that passthrough works; \
+             it is not proof."
+        </p>
         {agent.cuda_problem.clone().map(|problem| view! {
             <p class="error" id="vm-no-cuda">
                 "The agent found no CUDA driver in this VM, so no job can use its GPUs: " {problem}

@@ -288,3 +288,31 @@ fn die_with_parent(command: &mut Command) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_lines_are_read_within_their_bound() {
+        let stream = format!("{{\"a\":1}}\n{}\nshort\n", "x".repeat(100));
+        let mut lines = BoundedLines::new(stream.as_bytes(), 32);
+        assert_eq!(lines.next_line(), Some(Ok("{\"a\":1}".to_string())));
+        let too_long = lines.next_line().unwrap().unwrap_err();
+        assert!(too_long.contains("more than 32 bytes"), "{too_long}");
+        // A line of exactly the bound, and a last line without its end, are fine.
+        let mut lines = BoundedLines::new("0123456789\nend".as_bytes(), 10);
+        assert_eq!(lines.next_line(), Some(Ok("0123456789".to_string())));
+        assert_eq!(lines.next_line(), Some(Ok("end".to_string())));
+        assert_eq!(lines.next_line(), None);
+    }
+
+    #[test]
+    fn only_the_tail_of_standard_error_is_kept() {
+        let flood = "a".repeat(1 << 20) + "the last words";
+        let kept = tail(flood.as_bytes(), 20);
+        assert_eq!(kept.len(), 20);
+        assert!(kept.ends_with("the last words"), "{kept}");
+        assert_eq!(tail("short".as_bytes(), 20), "short");
+    }
+}
