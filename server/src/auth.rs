@@ -389,16 +389,17 @@ fn is_same_origin(headers: &HeaderMap) -> bool {
         return matches!(site, "same-origin" | "none");
     }
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|o| o.split_once("://").map(|(_, rest)| rest));
-    match (host, origin) {
-        (Some(host), Some(origin)) => host == origin,
+    let Some(origin) = headers.get(header::ORIGIN) else {
         // Without an Origin header, non-browser clients: they hold no ambient cookie.
-        (_, None) => session_secret(headers).is_none(),
-        _ => false,
-    }
+        return session_secret(headers).is_none();
+    };
+    // `Origin: null` (a sandboxed frame, a redirect, a file) is an origin nobody can vouch for,
+    // not the absence of one.
+    let origin = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://").map(|(_, rest)| rest));
+    matches!((host, origin), (Some(host), Some(origin)) if host == origin)
 }
 
 /// Extracts the signed-in user, or answers 401.
@@ -515,6 +516,19 @@ mod tests {
         assert!(is_same_origin(&headers));
         headers.insert("sec-fetch-site", "cross-site".parse().unwrap());
         assert!(!is_same_origin(&headers));
+    }
+
+    #[test]
+    fn an_opaque_origin_is_not_a_missing_one() {
+        // A sign-in posted from a sandboxed frame carries no cookie and `Origin: null`.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "portal:8080".parse().unwrap());
+        headers.insert(header::ORIGIN, "null".parse().unwrap());
+        assert!(same_origin_required(&headers));
+        assert!(!is_same_origin(&headers));
+        // A script or curl without Origin and without the cookie passes, as before.
+        headers.remove(header::ORIGIN);
+        assert!(is_same_origin(&headers));
     }
 
     #[test]
