@@ -126,6 +126,13 @@ impl PluginInfo {
                 info.name
             ));
         }
+        if !valid_version(&info.version) {
+            return Err(format!(
+                "describe returned the version {:?}: use 1 to 64 letters, digits, '.', '-' or '+', \
+                 e.g. \"1.2.0\"",
+                info.version
+            ));
+        }
         let mut params = Vec::with_capacity(info.params.len());
         for spec in info.params {
             if !valid_name(&spec.name) {
@@ -166,6 +173,16 @@ impl PluginInfo {
             params,
         })
     }
+}
+
+/// A version as semantic versioning writes it: it travels in file names and HTTP headers, so
+/// nothing else (quotes, spaces, line breaks) may be in it.
+fn valid_version(version: &str) -> bool {
+    !version.is_empty()
+        && version.len() <= 64
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+'))
 }
 
 fn from_wit_value(value: bindings::Value) -> ParamValue {
@@ -283,6 +300,22 @@ fn parse_integer(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_plain_text_for_headers_and_file_names() {
+        for good in ["0.1.0", "1.0.0-rc.1+build.7", "2024.12"] {
+            assert!(valid_version(good), "{good}");
+        }
+        for bad in [
+            "",
+            "1.0\"; filename=\"evil.exe",
+            "1.0\r\nSet-Cookie: x=1",
+            "1 0",
+            &"9".repeat(65),
+        ] {
+            assert!(!valid_version(bad), "{bad:?}");
+        }
+    }
 
     fn info() -> PluginInfo {
         PluginInfo {
