@@ -91,35 +91,67 @@ pub struct Confined {
     pub warnings: Vec<String>,
 }
 
-/// Switches to `user` (its uid, gid and no supplementary groups). Only for a root process.
-#[allow(unsafe_code)]
-pub fn drop_to_user(user: &str) -> Result<(), ConfineError> {
-    let failed = |reason: String| ConfineError::User {
-        user: user.to_string(),
-        reason,
+/// The unprivileged account a job started as root runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobUser {
+    /// Its name.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary group.
+    pub gid: u32,
+}
+
+/// The account for a job: `requested`, or `passage-job` where that exists, otherwise `nobody`.
+/// Root is refused.
+pub fn job_user(requested: Option<&str>) -> Result<JobUser, ConfineError> {
+    let name = match requested {
+        Some(name) => name,
+        None if ids_of("passage-job").is_some() => "passage-job",
+        None => "nobody",
     };
-    let name = CString::new(user).map_err(|_| failed("the name contains a NUL byte".into()))?;
+    let failed = |reason: &str| ConfineError::User {
+        user: name.to_string(),
+        reason: reason.to_string(),
+    };
+    let (uid, gid) = ids_of(name).ok_or_else(|| failed("no such user"))?;
+    if uid == 0 {
+        return Err(failed("it is root"));
+    }
+    Ok(JobUser {
+        name: name.to_string(),
+        uid,
+        gid,
+    })
+}
+
+/// The uid and gid of the account `name`, if it exists.
+#[allow(unsafe_code)]
+fn ids_of(name: &str) -> Option<(u32, u32)> {
+    let name = CString::new(name).ok()?;
     // SAFETY: getpwnam reads a NUL-terminated name; the result points into static storage that
     // is read at once, before any other call could replace it (this runs on the only thread).
     let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-    if entry.is_null() {
-        return Err(failed("no such user".into()));
-    }
-    // SAFETY: entry is non-null and points to a valid passwd record (see above).
-    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
-    if uid == 0 {
-        return Err(failed("it is root".into()));
-    }
+    // SAFETY: checked for null; the record is read at once.
+    (!entry.is_null()).then(|| unsafe { ((*entry).pw_uid, (*entry).pw_gid) })
+}
+
+/// Switches to `user` (its uid, gid and no supplementary groups). Only for a root process.
+#[allow(unsafe_code)]
+pub fn drop_to_user(user: &JobUser) -> Result<(), ConfineError> {
     // SAFETY: plain system calls on integers; a null list with length 0 clears the groups.
     let results = unsafe {
         [
             libc::setgroups(0, std::ptr::null()),
-            libc::setresgid(gid, gid, gid),
-            libc::setresuid(uid, uid, uid),
+            libc::setresgid(user.gid, user.gid, user.gid),
+            libc::setresuid(user.uid, user.uid, user.uid),
         ]
     };
     if results.iter().any(|r| *r != 0) {
-        return Err(failed(std::io::Error::last_os_error().to_string()));
+        return Err(ConfineError::User {
+            user: user.name.clone(),
+            reason: std::io::Error::last_os_error().to_string(),
+        });
     }
     Ok(())
 }
@@ -131,16 +163,6 @@ pub fn is_root() -> bool {
     unsafe {
         libc::geteuid() == 0
     }
-}
-
-/// The uid and gid of `user`, for handing it a directory before switching to it.
-#[allow(unsafe_code)]
-pub fn user_ids(user: &str) -> Option<(u32, u32)> {
-    let name = CString::new(user).ok()?;
-    // SAFETY: as in `drop_to_user`.
-    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-    // SAFETY: checked for null; the record is read at once.
-    (!entry.is_null()).then(|| unsafe { ((*entry).pw_uid, (*entry).pw_gid) })
 }
 
 /// Sets the process's resource limits (lowering only: a limit already lower stays).

@@ -111,20 +111,14 @@ fn confine_job(
 ) -> anyhow::Result<(Option<PathBuf>, Vec<String>)> {
     let mut cache = cache;
     if confine::is_root() {
-        let user = match &args.user {
-            Some(user) => user.clone(),
-            None if confine::user_ids("passage-job").is_some() => "passage-job".into(),
-            None => "nobody".into(),
-        };
-        let (uid, gid) = confine::user_ids(&user)
-            .ok_or_else(|| anyhow::anyhow!("cannot run the job as {user:?}: no such user"))?;
+        let user = confine::job_user(args.user.as_deref())?;
         // The user gets a cache of its own, where it can reach it (root's home is closed to
         // others), so that it never writes where root reads.
-        let own = PathBuf::from(JOB_CACHE_ROOT).join(format!("user-{uid}"));
+        let own = PathBuf::from(JOB_CACHE_ROOT).join(format!("user-{}", user.uid));
         std::fs::create_dir_all(&own)
             .with_context(|| format!("cannot create {}", own.display()))?;
-        std::os::unix::fs::chown(&own, Some(uid), Some(gid))
-            .with_context(|| format!("cannot hand {} to {user}", own.display()))?;
+        std::os::unix::fs::chown(&own, Some(user.uid), Some(user.gid))
+            .with_context(|| format!("cannot hand {} to {}", own.display(), user.name))?;
         cache = Some(own);
         confine::drop_to_user(&user)?;
     }
