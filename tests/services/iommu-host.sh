@@ -238,8 +238,10 @@ exec_in_lab() {
   command -v socat >/dev/null || die "socat is missing: run start first"
   reply="$(printf '%s\n' "$(printf '%s' "$command" | base64 -w0)" \
     | socat -t 3600 - "TCP:127.0.0.1:$EXEC_PORT" 2>/dev/null)" || true
-  status="$(printf '%s\n' "$reply" | sed -n 's/^__PASSAGE_LAB_STATUS=\([0-9]*\)$/\1/p' | tail -n1)"
-  printf '%s\n' "$reply" | sed '/^__PASSAGE_LAB_STATUS=[0-9]*$/d'
+  # Output that does not end with a line break (a serial log being written) has the status
+  # marker glued to its last line: it is found and cut off there too.
+  status="$(printf '%s\n' "$reply" | sed -n 's/^.*__PASSAGE_LAB_STATUS=\([0-9]*\)$/\1/p' | tail -n1)"
+  printf '%s\n' "$reply" | sed -e '/^__PASSAGE_LAB_STATUS=[0-9]*$/d' -e 's/__PASSAGE_LAB_STATUS=[0-9]*$//'
   [ -n "$status" ] || { say "no answer from the lab host's command channel"; return 255; }
   return "$status"
 }
