@@ -245,6 +245,22 @@ pub struct HostConfig {
     /// every job on them is labelled SIMULATED.
     #[serde(default)]
     pub agent_backend: AgentBackend,
+    /// GPUs whose IOMMU group also holds devices of the host (a NIC, an NVMe drive), allowed to
+    /// be passed through with them anyway. Each names the GPU and every such member; without
+    /// an entry such a GPU is unassignable, since passthrough would take the devices from the
+    /// host.
+    #[serde(default)]
+    pub shared_groups: Vec<SharedGroup>,
+}
+
+/// An admin's permission to pass a GPU through together with host devices in its IOMMU group.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedGroup {
+    /// The GPU's PCI address.
+    pub gpu: String,
+    /// Every host device of its group that may go to the VM with it.
+    pub members: Vec<String>,
 }
 
 /// The GPU backend an agent in a VM runs jobs on (`passage-agent serve --backend`).
@@ -278,6 +294,7 @@ impl HostConfig {
             bridge: None,
             tcg: false,
             agent_backend: AgentBackend::Cuda,
+            shared_groups: Vec::new(),
         }
     }
 }
@@ -571,6 +588,22 @@ impl Config {
                     &format!("hosts[{i}]"),
                     "set network or bridge, not both".into(),
                 ));
+            }
+            for (j, shared) in host.shared_groups.iter().enumerate() {
+                for address in std::iter::once(&shared.gpu).chain(&shared.members) {
+                    if address.parse::<passage_hypervisor::PciAddress>().is_err() {
+                        return Err(invalid(
+                            &format!("hosts[{i}].shared_groups[{j}]"),
+                            format!("{address:?} is not a PCI address (dddd:bb:ss.f)"),
+                        ));
+                    }
+                }
+                if shared.members.is_empty() {
+                    return Err(invalid(
+                        &format!("hosts[{i}].shared_groups[{j}].members"),
+                        "name every host device that may go with the GPU".into(),
+                    ));
+                }
             }
             if host.uri.trim().is_empty() {
                 return Err(invalid(

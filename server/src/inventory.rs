@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use passage_app::inventory::{InventoryView, Viewer};
-use passage_hypervisor::{GpuVendors, LibvirtHost, classify};
+use passage_hypervisor::{GpuVendors, LibvirtHost, PciAddress, classify};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::SharedGroup;
 use crate::store::{Store, StoreError};
 
 /// The first retry of a failing host comes after this long, doubling up to the refresh period.
@@ -24,6 +25,8 @@ const FIRST_RETRY: Duration = Duration::from_secs(5);
 struct HostEntry {
     name: String,
     host: LibvirtHost,
+    /// Host devices an admin allows to go with a GPU (by GPU address).
+    shared_groups: Vec<(PciAddress, Vec<PciAddress>)>,
     /// Serialises inventory passes of this host (periodic and on demand).
     pass: Mutex<()>,
 }
@@ -59,15 +62,35 @@ impl Inventory {
         hosts: Vec<(String, LibvirtHost)>,
         gpu_vendors: GpuVendors,
     ) -> Inventory {
+        Inventory::with_shared_groups(
+            store,
+            hosts.into_iter().map(|(n, h)| (n, h, Vec::new())).collect(),
+            gpu_vendors,
+        )
+    }
+
+    /// Like [`new`](Self::new), with each host's [`SharedGroup`]s (validated addresses).
+    pub fn with_shared_groups(
+        store: Store,
+        hosts: Vec<(String, LibvirtHost, Vec<SharedGroup>)>,
+        gpu_vendors: GpuVendors,
+    ) -> Inventory {
+        let parse = |a: &String| a.parse::<PciAddress>().ok();
         Inventory {
             store,
             gpu_vendors,
             hosts: Arc::new(
                 hosts
                     .into_iter()
-                    .map(|(name, host)| HostEntry {
+                    .map(|(name, host, shared)| HostEntry {
                         name,
                         host,
+                        shared_groups: shared
+                            .iter()
+                            .filter_map(|g| {
+                                Some((parse(&g.gpu)?, g.members.iter().filter_map(parse).collect()))
+                            })
+                            .collect(),
                         pass: Mutex::new(()),
                     })
                     .collect(),
@@ -92,7 +115,7 @@ impl Inventory {
             Ok(inventory) => {
                 let gpus = classify(&inventory.devices, &self.gpu_vendors);
                 self.store
-                    .record_inventory(&entry.name, &inventory, &gpus)
+                    .record_inventory(&entry.name, &inventory, &gpus, &entry.shared_groups)
                     .await?;
                 tracing::info!(
                     host = %entry.name,

@@ -168,8 +168,17 @@ impl Portal {
                 .collect(),
             config.vms.clone(),
             config.public_url(),
+            store.installation_id().await?,
         );
-        let inventory = Inventory::new(store.clone(), hosts, config.gpu_vendors.clone());
+        let inventory = Inventory::with_shared_groups(
+            store.clone(),
+            hosts
+                .iter()
+                .zip(&config.hosts)
+                .map(|((name, host), c)| (name.clone(), host.clone(), c.shared_groups.clone()))
+                .collect(),
+            config.gpu_vendors.clone(),
+        );
         let jobs = jobs::JobService::new(
             store.clone(),
             config.agents,

@@ -161,7 +161,21 @@ pub async fn file_request(
     }
     let automatic = form.gpu_count <= policy.auto_approve.gpus
         && form.lease_hours <= policy.auto_approve.lease_hours;
-    let id = store.create_request(user.id, &form).await?;
+    // The count of open requests is checked again in the insert's own transaction: concurrent
+    // filings cannot all pass the quota.
+    let Some(id) = store
+        .create_request_within(user.id, &form, quotas.requests)
+        .await?
+    else {
+        let (_, open) = store.usage(user.id).await?;
+        return Err(RequestError::Invalid(BTreeMap::from([(
+            "reason".to_string(),
+            format!(
+                "you have {open} open request(s); your quota is {}",
+                quotas.requests
+            ),
+        )])));
+    };
     tracing::info!(request = id, user = %user.name, automatic, "request filed");
     store
         .audit(AuditRecord {
@@ -180,7 +194,14 @@ pub async fn file_request(
         })
         .await?;
     if automatic {
-        approve_request(state, "system", id, &Choice::default()).await?;
+        match approve_request(state, "system", id, &Choice::default()).await {
+            // Another of the user's requests took the GPUs meanwhile: this one stays pending,
+            // for an admin.
+            Err(RequestError::OverQuota(reason)) => {
+                tracing::info!(request = id, %reason, "automatic approval refused by the quota")
+            }
+            other => other?,
+        }
     }
     Ok(id)
 }
@@ -219,7 +240,7 @@ pub async fn approve_request(
         after: Some(after.to_string()),
         detail: Some(detail),
     };
-    match scheduler::place_with(store, id, choice).await {
+    match scheduler::place_with(store, id, choice, Some(quotas.gpus)).await {
         Ok(placement) => {
             tracing::info!(request = id, host = %placement.host, gpus = ?placement.gpus, "request approved and placed");
             store
@@ -238,6 +259,7 @@ pub async fn approve_request(
         }
         Err(PlaceError::BadChoice(reason)) => Err(RequestError::BadChoice(reason)),
         Err(PlaceError::NotPlaceable(_)) => Err(RequestError::Conflict(id)),
+        Err(PlaceError::OverQuota(reason)) => Err(RequestError::OverQuota(reason)),
         Err(PlaceError::Contended) => Err(RequestError::Contended),
         Err(PlaceError::Store(e)) => Err(e.into()),
     }

@@ -38,6 +38,9 @@ pub enum PlaceError {
     /// The admin's choice cannot be honoured.
     #[error("{0}")]
     BadChoice(String),
+    /// The owner's GPUs would pass their quota.
+    #[error("{0}")]
+    OverQuota(String),
     /// Every attempt lost a race: the GPUs are very contended.
     #[error("gave up after {ATTEMPTS} attempts lost to concurrent approvals")]
     Contended,
@@ -129,15 +132,17 @@ fn closest(group: Vec<&FreeGpu>, count: usize) -> Vec<&FreeGpu> {
 
 /// Places a request: claims its GPUs, or marks it waiting with the reason.
 pub async fn place(store: &Store, request_id: i64) -> Result<Placement, PlaceError> {
-    place_with(store, request_id, &Choice::default()).await
+    place_with(store, request_id, &Choice::default(), None).await
 }
 
 /// Places a request within an admin's choice of host or GPUs. GPUs named one by one must all be
-/// free now; otherwise the request waits like any other.
+/// free now; otherwise the request waits like any other. With `max_gpus`, the claim is refused
+/// when the owner's GPUs would pass it (checked in the claim's own transaction).
 pub async fn place_with(
     store: &Store,
     request_id: i64,
     choice: &Choice,
+    max_gpus: Option<i64>,
 ) -> Result<Placement, PlaceError> {
     let Some(needs) = store.request_needs(request_id).await? else {
         return Err(PlaceError::NotPlaceable(request_id));
@@ -193,9 +198,10 @@ pub async fn place_with(
                     "the chosen GPUs are not all free {model} GPUs on one host that can run this request"
                 )));
             }
-            return match store.claim(request_id, &picked).await? {
+            return match store.claim_within(request_id, &picked, max_gpus).await? {
                 ClaimOutcome::Claimed => Ok(placement(picked)),
                 ClaimOutcome::NotOpen => Err(PlaceError::NotPlaceable(request_id)),
+                ClaimOutcome::OverQuota { held } => Err(over_quota(held, count, max_gpus)),
                 ClaimOutcome::Lost => Err(PlaceError::BadChoice(
                     "a chosen GPU was just claimed by another request".into(),
                 )),
@@ -209,13 +215,21 @@ pub async fn place_with(
             return Err(waiting(store, request_id, reason).await?);
         };
         let picked: Vec<FreeGpu> = picked.into_iter().cloned().collect();
-        match store.claim(request_id, &picked).await? {
+        match store.claim_within(request_id, &picked, max_gpus).await? {
             ClaimOutcome::Claimed => return Ok(placement(picked)),
             ClaimOutcome::NotOpen => return Err(PlaceError::NotPlaceable(request_id)),
+            ClaimOutcome::OverQuota { held } => return Err(over_quota(held, count, max_gpus)),
             ClaimOutcome::Lost => {}
         }
     }
     Err(PlaceError::Contended)
+}
+
+fn over_quota(held: i64, count: usize, max: Option<i64>) -> PlaceError {
+    PlaceError::OverQuota(format!(
+        "the requester holds {held} GPU(s); {count} more would pass the quota of {}",
+        max.unwrap_or_default()
+    ))
 }
 
 /// Marks the request waiting with `reason`; the error to return is `NoFit`, or `NotPlaceable`

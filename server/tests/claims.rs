@@ -31,7 +31,7 @@ async fn prepared(url: &str) -> (Store, i64) {
         .unwrap();
     let (inventory, gpus) = common::simulated_inventory().await;
     store
-        .record_inventory("sim", &inventory, &gpus)
+        .record_inventory("sim", &inventory, &gpus, &[])
         .await
         .unwrap();
     store
@@ -283,6 +283,128 @@ async fn a_placed_request_never_flips_back_to_waiting() {
         assert!(!store.mark_waiting(id, "waiting for 1 GPU").await.unwrap());
         assert_eq!(state_of(&store, id).await, "placed");
         assert_eq!(claims_of(&store, id).await, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_filings_stay_within_the_open_request_quota() {
+    common::on_every_backend(|url| async move {
+        let (first, user) = prepared(&url).await;
+        let second = Store::open(&url).await.unwrap();
+        let mut filings = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let store = if i % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            filings.spawn(async move {
+                store
+                    .create_request_within(user, &request("H100 PCIe", 1), 3)
+                    .await
+                    .unwrap()
+            });
+        }
+        let filed = filings
+            .join_all()
+            .await
+            .into_iter()
+            .filter(Option::is_some)
+            .count();
+        assert_eq!(filed, 3, "a quota of 3 open requests");
+        assert_eq!(first.usage(user).await.unwrap().1, 3);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_approvals_stay_within_the_gpu_quota() {
+    common::on_every_backend(|url| async move {
+        let (first, user) = prepared(&url).await;
+        let second = Store::open(&url).await.unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..10 {
+            ids.push(
+                first
+                    .create_request(user, &request("H100 PCIe", 1))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut approvals = tokio::task::JoinSet::new();
+        for (i, id) in ids.into_iter().enumerate() {
+            let store = if i % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            approvals.spawn(async move {
+                scheduler::place_with(&store, id, &Default::default(), Some(2)).await
+            });
+        }
+        let outcomes = approvals.join_all().await;
+        let placed = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(placed, 2, "a quota of 2 GPUs: {outcomes:?}");
+        for refused in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            assert!(matches!(refused, PlaceError::OverQuota(_)), "{refused:?}");
+        }
+        assert_eq!(first.usage(user).await.unwrap().0, 2);
+        assert_eq!(first.claims().await.unwrap().len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_server_among_several_holds_a_vm_at_a_time() {
+    common::on_every_backend(|url| async move {
+        let (first, _) = prepared(&url).await;
+        let second = Store::open(&url).await.unwrap();
+        let ttl = std::time::Duration::from_secs(60);
+        for round in 0..20 {
+            let name = format!("vm:{round}");
+            let (a, b) = tokio::join!(
+                first.take_lease(&name, "server-a", ttl),
+                second.take_lease(&name, "server-b", ttl)
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert!(a ^ b, "round {round}: exactly one holder ({a}, {b})");
+            let winner = if a { "server-a" } else { "server-b" };
+            first.drop_lease(&name, winner).await.unwrap();
+            assert!(second.take_lease(&name, "server-c", ttl).await.unwrap());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_gpu_held_by_a_domain_of_another_installation_is_not_free() {
+    common::on_every_backend(|url| async move {
+        let (store, _) = prepared(&url).await;
+        let before = store.free_gpus("H100 PCIe").await.unwrap();
+        let taken = before[0].functions.join(", ");
+        assert!(
+            store
+                .saw_unknown_domain(&passage_server::store::SeenDomain {
+                    host: "sim",
+                    uuid: "9f1c2b7e-0000-4000-8000-000000000001",
+                    name: "passage-vm-7",
+                    installation: Some("another"),
+                    state: "running",
+                    devices: &taken,
+                })
+                .await
+                .unwrap()
+        );
+        let after = store.free_gpus("H100 PCIe").await.unwrap();
+        assert_eq!(after.len(), before.len() - 1);
+        assert!(after.iter().all(|g| g.address != before[0].address));
+        // Once it is gone from the host, its GPU is free again.
+        store.forget_unknown_domains("sim", &[]).await.unwrap();
+        assert_eq!(
+            store.free_gpus("H100 PCIe").await.unwrap().len(),
+            before.len()
+        );
     })
     .await;
 }

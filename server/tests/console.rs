@@ -68,6 +68,7 @@ async fn the_console_websocket_carries_a_real_vms_vnc_stream_to_its_owner_only()
         hostdevs: vec![],
         seed_url: None,
         kernel_boot: None,
+        identity: None,
     };
     let host = LibvirtHost::new(&uri, Duration::from_secs(60)).unwrap();
     let _ = host.remove_domain(&spec.name()).await;

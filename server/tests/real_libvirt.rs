@@ -197,7 +197,7 @@ async fn the_portal_runs_vms_on_a_real_libvirtd_and_refuses_passthrough_without_
         .find(|g| g.address.to_string() == "0000:17:00.0")
         .unwrap();
     store
-        .record_inventory("lab", &inventory, &[h100])
+        .record_inventory("lab", &inventory, &[h100], &[])
         .await
         .unwrap();
     let (status, request) = post(

@@ -36,7 +36,7 @@ async fn inventories_are_recorded_listed_and_aged() {
 
         let (inventory, gpus) = common::simulated_inventory().await;
         store
-            .record_inventory("a", &inventory, &gpus)
+            .record_inventory("a", &inventory, &gpus, &[])
             .await
             .unwrap();
         store
@@ -76,7 +76,7 @@ async fn inventories_are_recorded_listed_and_aged() {
 
         // Recording the same inventory again changes nothing but the times.
         store
-            .record_inventory("a", &inventory, &gpus)
+            .record_inventory("a", &inventory, &gpus, &[])
             .await
             .unwrap();
         assert_eq!(store.gpus().await.unwrap().len(), 8);
@@ -84,7 +84,7 @@ async fn inventories_are_recorded_listed_and_aged() {
         // A GPU that disappears is kept as missing; the others stay available.
         tokio::time::sleep(Duration::from_millis(5)).await;
         store
-            .record_inventory("a", &inventory, &gpus[1..])
+            .record_inventory("a", &inventory, &gpus[1..], &[])
             .await
             .unwrap();
         let listed = store.gpus().await.unwrap();

@@ -650,7 +650,9 @@ async fn reconciliation(url: String) {
     )
     .await;
     vm_of(&setup.ada, &base, running, |v| v["state"] == "running").await;
-    audit_has(&setup.admin, &base, "action=domain.remove_unknown", 1).await;
+    // Not made by this installation: reported, never removed by reconciliation.
+    audit_has(&setup.admin, &base, "action=domain.unknown", 1).await;
+    audit_has(&setup.admin, &base, "action=domain.remove_unknown", 0).await;
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 
     // While the server is down: a request placed without a VM (the server died after the
@@ -836,5 +838,288 @@ async fn an_image_may_boot_a_kernel_directly() {
         xml.contains("<cmdline>console=ttyS0 root=/dev/vda</cmdline>"),
         "{xml}"
     );
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+/// A test-driver domain named like Passage's, holding `hostdev`, with `metadata` (may be empty).
+fn stray_domain(name: &str, uuid: &str, metadata: &str, hostdev: &str) -> String {
+    let [bus, slot_function] = [&hostdev[5..7], &hostdev[8..]];
+    let (slot, function) = slot_function.split_once('.').unwrap();
+    format!(
+        "  <domain type='test'>\n    <name>{name}</name>\n    <uuid>{uuid}</uuid>\n    \
+         <metadata>{metadata}</metadata>\n    <memory>1048576</memory>\n    \
+         <os><type>hvm</type></os>\n    <devices><hostdev mode='subsystem' type='pci' \
+         managed='yes'><source><address domain='0x0000' bus='0x{bus}' slot='0x{slot}' \
+         function='0x{function}'/></source></hostdev></devices>\n  </domain>\n"
+    )
+}
+
+#[tokio::test]
+async fn domains_of_another_installation_are_left_alone_until_an_admin_decides() {
+    common::on_every_backend(unknown_domains).await;
+}
+
+async fn unknown_domains(url: String) {
+    // Another installation's VM 1 (staging, sharing the host) holds the only L40S; a domain
+    // without any metadata holds an A100.
+    let staging = stray_domain(
+        "passage-vm-1",
+        "6f0e4a52-8d0e-4e43-a3a7-0d6f6c1b9a01",
+        "<passage:vm xmlns:passage='https://passage-gpu.org/xmlns/vm/1' id='1' request='1' \
+         owner='eve' installation='0123456789abcdef0123456789abcdef'/>",
+        "0000:ca:00.0",
+    );
+    let bare = stray_domain(
+        "passage-vm-77",
+        "6f0e4a52-8d0e-4e43-a3a7-0d6f6c1b9a02",
+        "",
+        "0000:b1:00.0",
+    );
+    let setup = setup_on(Some(url), "", &format!("{staging}{bare}")).await;
+    let (portal, base) = start(&setup).await;
+    register_image(&setup, &base).await;
+    audit_has(&setup.admin, &base, "action=domain.unknown", 2).await;
+    let listed = get(&setup.admin, format!("{base}/api/v1/unknown-domains")).await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let staging_entry = listed.iter().find(|d| d["name"] == "passage-vm-1").unwrap();
+    assert_eq!(
+        staging_entry["installation"],
+        "0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!(staging_entry["devices"], "0000:ca:00.0");
+    let forbidden = setup
+        .ada
+        .get(format!("{base}/api/v1/unknown-domains"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), 403);
+
+    // The L40S the other installation's domain holds is not given to this one.
+    let l40s = file(&setup.ada, &base, asking("L40S", 1)).await;
+    let approved: Value = post(
+        &setup.admin,
+        format!("{base}/api/v1/requests/{l40s}/approve"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(approved["state"], "waiting", "{approved}");
+    // Several reconciliation passes later, both domains are still there, untouched.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        get(&setup.admin, format!("{base}/api/v1/unknown-domains"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let refused = post(
+        &setup.ada,
+        format!(
+            "{base}/api/v1/unknown-domains/gpu-01/{}",
+            staging_entry["uuid"].as_str().unwrap()
+        ),
+        Some(json!({"decision": "remove"})),
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    let bad = post(
+        &setup.admin,
+        format!("{base}/api/v1/unknown-domains/gpu-01/not-a-uuid"),
+        Some(json!({"decision": "remove"})),
+    )
+    .await;
+    assert_eq!(bad.status(), 422);
+
+    // An admin keeps the bare one and removes staging's: the L40S request is placed then.
+    let kept = post(
+        &setup.admin,
+        format!("{base}/api/v1/unknown-domains/gpu-01/6f0e4a52-8d0e-4e43-a3a7-0d6f6c1b9a02"),
+        Some(json!({"decision": "keep"})),
+    )
+    .await;
+    assert_eq!(kept.status(), 200, "{}", kept.text().await.unwrap());
+    let removed = post(
+        &setup.admin,
+        format!("{base}/api/v1/unknown-domains/gpu-01/6f0e4a52-8d0e-4e43-a3a7-0d6f6c1b9a01"),
+        Some(json!({"decision": "remove"})),
+    )
+    .await;
+    assert_eq!(removed.status(), 200, "{}", removed.text().await.unwrap());
+    let left: Value = removed.json().await.unwrap();
+    assert_eq!(left.as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left[0]["decision"], "keep");
+    assert_eq!(left[0]["decided_by"], "ops");
+    audit_has(&setup.admin, &base, "action=domain.remove_unknown", 1).await;
+    let vm = vm_of(&setup.ada, &base, l40s, |v| v["state"] == "running").await;
+    assert_eq!(vm["gpus"], json!(["0000:ca:00.0"]));
+    // The kept domain's A100 is still out of reach.
+    let gpus = get(
+        &setup.admin,
+        format!("{base}/api/v1/gpus?model=A100%20PCIe%2080GB"),
+    )
+    .await;
+    assert_eq!(gpus.as_array().unwrap().len(), 2);
+    let a100 = file(&setup.ada, &base, asking("A100 PCIe 80GB", 2)).await;
+    let waiting: Value = post(
+        &setup.admin,
+        format!("{base}/api/v1/requests/{a100}/approve"),
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(waiting["state"], "waiting", "{waiting}");
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_lease_extended_meanwhile_keeps_its_vm() {
+    common::on_every_backend(expiry_racing_extension).await;
+}
+
+async fn expiry_racing_extension(url: String) {
+    let setup = setup_on(Some(url), "", "").await;
+    let (portal, base) = start(&setup).await;
+    register_image(&setup, &base).await;
+    let request = file(&setup.ada, &base, asking("H100 PCIe", 1)).await;
+    post(
+        &setup.admin,
+        format!("{base}/api/v1/requests/{request}/approve"),
+        None,
+    )
+    .await;
+    let vm = vm_of(&setup.ada, &base, request, |v| v["state"] == "running").await;
+    let id = vm["id"].as_i64().unwrap();
+
+    // Another server is extending the lease: it holds the VM while its lease reads as ended.
+    let other = Store::open(&setup.config.database_url).await.unwrap();
+    let name = format!("vm:{id}");
+    assert!(
+        other
+            .take_lease(&name, "another-server", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    other.extend_lease(id, -48).await.unwrap();
+    // Expiry runs every second here; the VM is held, so it is left for later.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        get(&setup.ada, format!("{base}/api/v1/vms/{id}")).await["state"],
+        "running"
+    );
+    // A user's action meanwhile is told that another one runs.
+    let busy = post(&setup.ada, format!("{base}/api/v1/vms/{id}/stop"), None).await;
+    assert_eq!(busy.status(), 409);
+    // The extension lands and the other server lets go: the lease is read again, the VM stays.
+    other.extend_lease(id, 96).await.unwrap();
+    other.drop_lease(&name, "another-server").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        get(&setup.ada, format!("{base}/api/v1/vms/{id}")).await["state"],
+        "running"
+    );
+    // Without the extension, it is reclaimed on the next pass.
+    other.extend_lease(id, -96).await.unwrap();
+    vm_of(&setup.ada, &base, request, |v| v["state"] == "released").await;
+    other.close().await;
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_domain_that_could_not_be_removed_keeps_its_gpus_until_it_is() {
+    let setup = setup("", "").await;
+    let host_file = setup._dir.path().join("host.xml");
+    let gpu_02 = setup._dir.path().join("gpu-02.xml");
+    std::fs::copy(&host_file, &gpu_02).unwrap();
+    let mut config = setup.config.clone();
+    config.hosts.push(passage_server::config::HostConfig::new(
+        "gpu-02",
+        format!("test://{}", gpu_02.display()),
+    ));
+    let portal = Portal::start(config.clone()).await.unwrap();
+    let base = format!("http://{}", portal.address);
+    let refreshed = post(
+        &setup.admin,
+        format!("{base}/api/v1/inventory/refresh"),
+        None,
+    )
+    .await;
+    assert!(refreshed.status().is_success());
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+
+    // A VM on gpu-02 whose server died while provisioning it.
+    let store = Store::open(&config.database_url).await.unwrap();
+    let ada = store.user_by_name("ada").await.unwrap().unwrap().id;
+    let request = store
+        .create_request(ada, &serde_json::from_value(asking("L40S", 1)).unwrap())
+        .await
+        .unwrap();
+    let l40s: Vec<FreeGpu> = store
+        .free_gpus("L40S")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|g| g.host == "gpu-02")
+        .collect();
+    store.claim(request, &l40s).await.unwrap();
+    let vm = store
+        .create_vm(
+            request,
+            ada,
+            "gpu-02",
+            passage_server::store::now_ms() + 86_400_000,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .record_vm_parts(
+            vm,
+            &VmParts {
+                domain: Some(format!("passage-vm-{vm}")),
+                domain_uuid: Some("6f0e4a52-8d0e-4e43-a3a7-0d6f6c1b9a10".into()),
+                ..VmParts::default()
+            },
+        )
+        .await
+        .unwrap();
+    store.close().await;
+
+    // gpu-02 cannot be reached when the stale provisioning is rolled back.
+    let mut unreachable = config.clone();
+    unreachable.hosts[1].uri = format!("test://{}", setup._dir.path().join("gone.xml").display());
+    unreachable.vms.provisioning_timeout_secs = 1;
+    unreachable.vms.reconcile_secs = 1;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let portal = Portal::start(unreachable).await.unwrap();
+    let base = format!("http://{}", portal.address);
+    let failed = vm_of(&setup.ada, &base, request, |v| v["state"] == "failed").await;
+    let reason = failed["state_reason"].as_str().unwrap();
+    assert!(reason.contains("GPUs stay claimed"), "{reason}");
+    assert_eq!(failed["gpus"], json!([l40s[0].address]), "still held");
+    let held = Store::open(&config.database_url).await.unwrap();
+    assert_eq!(held.claims().await.unwrap().len(), 1);
+    // Reconciliation does not drop the claim as a stray one either.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(held.claims().await.unwrap().len(), 1);
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+
+    // gpu-02 is back: what was left is removed and the GPU is free.
+    let mut back = config.clone();
+    back.vms.provisioning_timeout_secs = 1;
+    let portal = Portal::start(back).await.unwrap();
+    let base = format!("http://{}", portal.address);
+    audit_has(&setup.admin, &base, "action=vm.cleanup", 1).await;
+    assert!(held.claims().await.unwrap().is_empty());
+    let vm = get(&setup.ada, format!("{base}/api/v1/vms/{vm}")).await;
+    assert_eq!(vm["gpus"], json!([]));
+    held.close().await;
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }

@@ -110,6 +110,18 @@ pub struct DomainSpec {
     pub seed_url: Option<String>,
     /// Boot this kernel directly instead of the disk's boot loader.
     pub kernel_boot: Option<KernelBoot>,
+    /// Who made the domain: written as its UUID and into its metadata.
+    pub identity: Option<DomainIdentity>,
+}
+
+/// What proves that a domain is one installation's own: the UUID it was given and the
+/// installation's id in its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainIdentity {
+    /// The libvirt UUID the domain is defined with.
+    pub uuid: String,
+    /// The id of the installation that made it.
+    pub installation: String,
 }
 
 impl DomainSpec {
@@ -133,6 +145,9 @@ impl DomainSpec {
             .with_attribute(("type", kind.as_str()))
             .write_inner_content(|w| {
                 text(w, "name", &self.name())?;
+                if let Some(identity) = &self.identity {
+                    text(w, "uuid", &identity.uuid)?;
+                }
                 text(
                     w,
                     "title",
@@ -142,14 +157,17 @@ impl DomainSpec {
                     ),
                 )?;
                 w.create_element("metadata").write_inner_content(|w| {
-                    w.create_element("passage:vm")
-                        .with_attributes([
-                            ("xmlns:passage", METADATA_NAMESPACE),
-                            ("id", &self.vm_id.to_string()),
-                            ("request", &self.request_id.to_string()),
-                            ("owner", &self.owner),
-                        ])
-                        .write_empty()?;
+                    let mut element = w.create_element("passage:vm").with_attributes([
+                        ("xmlns:passage", METADATA_NAMESPACE),
+                        ("id", &self.vm_id.to_string()),
+                        ("request", &self.request_id.to_string()),
+                        ("owner", &self.owner),
+                    ]);
+                    if let Some(identity) = &self.identity {
+                        element = element
+                            .with_attribute(("installation", identity.installation.as_str()));
+                    }
+                    element.write_empty()?;
                     Ok(())
                 })?;
                 w.create_element("memory")
@@ -528,6 +546,10 @@ pub struct DomainStatus {
     pub hostdevs: Vec<PciAddress>,
     /// The VNC port while running, when one is allocated.
     pub vnc_port: Option<u16>,
+    /// Its libvirt UUID.
+    pub uuid: String,
+    /// The installation named in Passage's metadata, when the domain carries it.
+    pub installation: Option<String>,
 }
 
 /// A domain's run state, reduced to what the portal shows.
@@ -541,6 +563,37 @@ pub enum DomainState {
     ShuttingDown,
     /// Off (defined but not running, or crashed).
     Off,
+}
+
+/// The installation id in Passage's metadata element of domain XML, if there is one.
+pub fn installation_of(xml: &str) -> Option<String> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    reader.config_mut().trim_text(true);
+    let mut in_metadata = false;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) if e.name().as_ref() == b"metadata" => in_metadata = true,
+            Ok(Event::End(e)) if e.name().as_ref() == b"metadata" => in_metadata = false,
+            Ok(Event::Start(e)) | Ok(Event::Empty(e))
+                if in_metadata && e.local_name().as_ref() == b"vm" =>
+            {
+                let passage = e.attributes().flatten().any(|a| {
+                    a.key.as_ref().starts_with(b"xmlns")
+                        && a.value.as_ref() == METADATA_NAMESPACE.as_bytes()
+                });
+                if !passage {
+                    continue;
+                }
+                return e
+                    .attributes()
+                    .flatten()
+                    .find(|a| a.key.as_ref() == b"installation")
+                    .and_then(|a| String::from_utf8(a.value.to_vec()).ok());
+            }
+            Ok(Event::Eof) | Err(_) => return None,
+            _ => {}
+        }
+    }
 }
 
 /// Reads hostdev PCI addresses and the VNC port out of domain XML.
@@ -619,6 +672,47 @@ mod tests {
     }
 
     #[test]
+    fn the_installation_is_read_from_passages_metadata_only() {
+        let mut spec = spec_for_tests();
+        assert_eq!(installation_of(&spec.to_xml()), None);
+        spec.identity = Some(DomainIdentity {
+            uuid: "0b6a3b7e-5f0c-4c43-9d55-6a1f0e2e2c11".into(),
+            installation: "abc123".into(),
+        });
+        let xml = spec.to_xml();
+        assert!(
+            xml.contains("<uuid>0b6a3b7e-5f0c-4c43-9d55-6a1f0e2e2c11</uuid>"),
+            "{xml}"
+        );
+        assert_eq!(installation_of(&xml).as_deref(), Some("abc123"));
+        // libvirt hands metadata back with its own prefix; another namespace is not ours.
+        let relabelled = "<domain><metadata><p:vm xmlns:p='https://passage-gpu.org/xmlns/vm/1' \
+            id='1' installation='x1'/></metadata></domain>";
+        assert_eq!(installation_of(relabelled).as_deref(), Some("x1"));
+        let imposter = "<domain><metadata><q:vm xmlns:q='https://example.org/vm' \
+            installation='x1'/></metadata></domain>";
+        assert_eq!(installation_of(imposter), None);
+    }
+
+    fn spec_for_tests() -> DomainSpec {
+        DomainSpec {
+            kind: DomainKind::Test,
+            vm_id: 1,
+            request_id: 1,
+            owner: "ada".into(),
+            vcpus: 1,
+            memory_mib: 512,
+            disk_path: "/x/a.qcow2".into(),
+            network: Network::User,
+            numa: None,
+            hostdevs: vec![],
+            seed_url: None,
+            kernel_boot: None,
+            identity: None,
+        }
+    }
+
+    #[test]
     fn numa_cells_are_read_from_capabilities() {
         let caps = r#"<capabilities><host><topology><cells num='2'>
             <cell id='0'><memory unit='KiB'>1</memory><cpus num='2'><cpu id='0' socket_id='0'/><cpu id='1'/></cpus></cell>
@@ -670,6 +764,7 @@ mod tests {
             hostdevs: vec![],
             seed_url: Some("http://h/seed/a&b/".into()),
             kernel_boot: None,
+            identity: None,
         };
         let xml = spec.to_xml();
         assert!(!xml.contains("<script>"), "{xml}");

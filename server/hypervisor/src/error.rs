@@ -56,6 +56,14 @@ pub enum HypervisorError {
     /// A PCI address that is not of the form `dddd:bb:ss.f`.
     #[error("invalid PCI address {0:?}: expected dddd:bb:ss.f in hexadecimal")]
     InvalidPciAddress(String),
+    /// A domain has the expected name but not the UUID it was given: it is not ours to touch.
+    #[error("domain {domain} has UUID {uuid}, not the one Passage gave it: left alone")]
+    NotOurs {
+        /// The domain's name.
+        domain: String,
+        /// The UUID found.
+        uuid: String,
+    },
     /// No domain of that name is defined on the host.
     #[error("no domain {name} on {uri}")]
     NoDomain {
@@ -89,6 +97,7 @@ impl HypervisorError {
             | HypervisorError::InvalidNodeDeviceXml { .. }
             | HypervisorError::InvalidDomainCapabilities { .. }
             | HypervisorError::InvalidPciAddress(_)
+            | HypervisorError::NotOurs { .. }
             | HypervisorError::NoDomain { .. } => false,
         }
     }

@@ -87,6 +87,8 @@ pub struct IommuMember {
     pub is_bridge: bool,
     /// True when it is a function of the GPU's own physical device (same bus and slot).
     pub same_device: bool,
+    /// True for display functions (class 03): GPUs, which go to the VM like the GPU itself.
+    pub is_display: bool,
 }
 
 /// An IOMMU group: the smallest set of functions the host can isolate from each other.
@@ -114,6 +116,16 @@ impl IommuGroup {
         self.members
             .iter()
             .filter(|m| !m.is_bridge && !m.same_device)
+            .collect()
+    }
+
+    /// Endpoints of the host that passing the GPU through would take away: members that are not
+    /// bridges, not functions of the GPU's own device and not display functions (a NIC, an
+    /// NVMe drive, a USB controller, or a device the host does not describe).
+    pub fn host_devices(&self) -> Vec<&IommuMember> {
+        self.foreign_endpoints()
+            .into_iter()
+            .filter(|m| !m.is_display)
             .collect()
     }
 }
@@ -170,6 +182,14 @@ pub struct Gpu {
 impl Gpu {
     /// Whether the GPU can be passed through, and with which functions.
     pub fn assignability(&self) -> Assignability {
+        self.assignability_allowing(&[])
+    }
+
+    /// Like [`assignability`](Self::assignability), where an admin has allowed the host devices
+    /// `allowed` to go to a VM with this GPU. A GPU whose group holds any other host device
+    /// (see [`IommuGroup::host_devices`]) is unassignable: managed passthrough would unbind it
+    /// from its host driver.
+    pub fn assignability_allowing(&self, allowed: &[PciAddress]) -> Assignability {
         let Some(group) = &self.iommu_group else {
             return Assignability::Unassignable {
                 reason:
@@ -183,6 +203,32 @@ impl Gpu {
                 reason: format!(
                     "IOMMU group {} does not list the GPU itself; the host reports an inconsistent group",
                     group.number
+                ),
+            };
+        }
+        let taken: Vec<&IommuMember> = group
+            .host_devices()
+            .into_iter()
+            .filter(|m| !allowed.contains(&m.address))
+            .collect();
+        if !taken.is_empty() {
+            let named = taken
+                .iter()
+                .map(|m| format!("{} ({})", m.address, m.description))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let addresses = taken
+                .iter()
+                .map(|m| format!("\"{}\"", m.address))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Assignability::Unassignable {
+                reason: format!(
+                    "IOMMU group {} also holds {named}: passing the GPU through would take \
+                     it from the host. Put the device in its own group (another slot, ACS), or \
+                     allow it in the host's configuration: \
+                     shared_groups = [{{ gpu = \"{}\", members = [{addresses}] }}]",
+                    group.number, self.address
                 ),
             };
         }
@@ -267,6 +313,7 @@ fn describe_member(
             class_label: member.class.map(class_label).unwrap_or("PCI device").into(),
             is_bridge: member.is_bridge(),
             same_device: gpu.address.same_device(&address),
+            is_display: member.base_class() == Some(0x03),
         },
         None => IommuMember {
             address,
@@ -274,6 +321,7 @@ fn describe_member(
             class_label: "PCI device".into(),
             is_bridge: false,
             same_device: gpu.address.same_device(&address),
+            is_display: false,
         },
     }
 }
@@ -462,6 +510,47 @@ mod tests {
             .map(|m| m.description.clone())
             .collect();
         assert_eq!(foreign, vec!["NVMe SSD"]);
+        // The NVMe drive is the host's: the GPU is unassignable until an admin names it.
+        match gpu.assignability() {
+            Assignability::Unassignable { reason } => {
+                assert!(reason.contains("0000:18:00.0 (NVMe SSD)"), "{reason}");
+                assert!(reason.contains("shared_groups"), "{reason}");
+            }
+            other => panic!("expected unassignable, got {other:?}"),
+        }
+        let nvme: PciAddress = "0000:18:00.0".parse().unwrap();
+        let other: PciAddress = "0000:19:00.0".parse().unwrap();
+        assert!(matches!(
+            gpu.assignability_allowing(&[other]),
+            Assignability::Unassignable { .. }
+        ));
+        assert_eq!(
+            gpu.assignability_allowing(&[nvme]),
+            Assignability::Assignable {
+                functions: vec!["0000:17:00.0".parse().unwrap(), nvme]
+            }
+        );
+    }
+
+    #[test]
+    fn a_second_gpu_in_the_group_is_not_a_host_device() {
+        let group = ["0000:17:00.0", "0000:18:00.0"];
+        let devices: Vec<PciDevice> = group
+            .iter()
+            .map(|a| {
+                grouped(
+                    device(a, 0x030200, 0x10de, 0x2331, "GH100 [H100 PCIe]"),
+                    7,
+                    &group,
+                )
+            })
+            .collect();
+        let gpu = &classify(&devices, &GpuVendors::default())[0];
+        assert!(gpu.iommu_group.as_ref().unwrap().host_devices().is_empty());
+        assert!(matches!(
+            gpu.assignability(),
+            Assignability::Assignable { .. }
+        ));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use virt::storage_vol::StorageVol;
 use virt::sys;
 
 use crate::domain::{
-    DOMAIN_PREFIX, DomainKind, DomainState, DomainStatus, cow_volume_xml, hostdev_xml, numa_cpus,
-    parse_domain_xml, replace_hostdevs,
+    DOMAIN_PREFIX, DomainKind, DomainState, DomainStatus, cow_volume_xml, hostdev_xml,
+    installation_of, numa_cpus, parse_domain_xml, replace_hostdevs,
 };
 use crate::host::call_error;
 use crate::{HypervisorError, LibvirtHost, PciAddress, Volume};
@@ -90,10 +90,15 @@ fn status_of(uri: &str, domain: &Domain) -> Result<DomainStatus, HypervisorError
         .get_xml_desc(0)
         .map_err(|e| call_error(uri, "virDomainGetXMLDesc", e))?;
     let (hostdevs, vnc_port) = parse_domain_xml(&xml);
+    let uuid = domain
+        .get_uuid_string()
+        .map_err(|e| call_error(uri, "virDomainGetUUIDString", e))?;
     Ok(DomainStatus {
         name,
         state,
         hostdevs,
+        uuid,
+        installation: installation_of(&xml),
         vnc_port: if state == DomainState::Off {
             None
         } else {
@@ -305,11 +310,34 @@ impl LibvirtHost {
 
     /// Powers off and undefines domain `name`; true when it existed.
     pub async fn remove_domain(&self, name: &str) -> Result<bool, HypervisorError> {
+        self.remove_domain_if(name, None).await
+    }
+
+    /// Powers off and undefines domain `name` only when its UUID is `uuid` (when given): a
+    /// domain of that name with another UUID is someone else's and is left alone
+    /// ([`HypervisorError::NotOurs`]). False when there is no such domain.
+    pub async fn remove_domain_if(
+        &self,
+        name: &str,
+        uuid: Option<&str>,
+    ) -> Result<bool, HypervisorError> {
         let name = name.to_string();
+        let uuid = uuid.map(str::to_string);
         self.with_connection(move |uri, conn| {
             let Some(domain) = lookup(uri, conn, &name)? else {
                 return Ok(false);
             };
+            if let Some(wanted) = &uuid {
+                let found = domain
+                    .get_uuid_string()
+                    .map_err(|e| call_error(uri, "virDomainGetUUIDString", e))?;
+                if !found.eq_ignore_ascii_case(wanted) {
+                    return Err(HypervisorError::NotOurs {
+                        domain: name.clone(),
+                        uuid: found,
+                    });
+                }
+            }
             if state_of(uri, &domain)? != DomainState::Off
                 && let Err(e) = domain.destroy()
                 && !is_missing(&e)

@@ -42,6 +42,7 @@ fn spec(kind: DomainKind) -> DomainSpec {
         hostdevs: vec![address("0000:e3:00.0"), address("0000:e3:00.1")],
         seed_url: Some("http://10.0.2.2:8080/cloud-init/7/k3y/".into()),
         kernel_boot: None,
+        identity: None,
     }
 }
 
@@ -72,6 +73,7 @@ fn a_kernel_booted_domain_names_its_kernel_initrd_and_cmdline() {
             initrd: Some("/srv/boot/initrd.img".into()),
             cmdline: Some("console=ttyS0 quiet root=LABEL=<x>&y".into()),
         }),
+        identity: None,
         ..spec(DomainKind::Qemu)
     };
     let xml = spec.to_xml();
@@ -281,6 +283,7 @@ async fn a_real_vm_boots_under_qemu_serves_vnc_and_is_removed() {
         hostdevs: vec![],
         seed_url: Some("http://10.0.2.2:1/cloud-init/9001/x/".into()),
         kernel_boot: None,
+        identity: None,
     };
     let _ = host.remove_domain(&spec.name()).await;
     let started = host.define_and_start(&spec.to_xml()).await.unwrap();
@@ -331,6 +334,7 @@ async fn a_passthrough_vm_that_cannot_start_leaves_no_domain() {
         hostdevs: vec![address("0000:17:00.0")],
         seed_url: None,
         kernel_boot: None,
+        identity: None,
     };
     let _ = host.remove_domain(&spec.name()).await;
     let err = host.define_and_start(&spec.to_xml()).await.unwrap_err();

@@ -87,6 +87,7 @@ fn spec(vm_id: i64, disk_path: String, hostdevs: Vec<PciAddress>) -> DomainSpec 
         hostdevs,
         seed_url: None,
         kernel_boot: None,
+        identity: None,
     }
 }
 

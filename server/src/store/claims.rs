@@ -56,16 +56,63 @@ pub enum ClaimOutcome {
     /// The request was no longer pending or waiting when the claim was written (placed by
     /// another caller, denied or released meanwhile): nothing was claimed.
     NotOpen,
+    /// The owner's GPUs would pass the quota: nothing was claimed.
+    OverQuota {
+        /// GPUs the owner holds already.
+        held: i64,
+    },
+}
+
+/// Takes the user's row for the rest of the transaction (PostgreSQL locks it; SQLite takes its
+/// write lock), so that checks of what the user holds and the change they guard are atomic.
+async fn hold_user(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET id = id WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 impl Store {
-    /// Files a request (already validated) for `user_id`; returns its id.
+    /// Files a request (already validated) for `user_id`, with no quota; returns its id.
     pub async fn create_request(
         &self,
         user_id: i64,
         request: &RequestForm,
     ) -> Result<i64, StoreError> {
+        Ok(self
+            .create_request_within(user_id, request, i64::MAX)
+            .await?
+            .expect("no quota to pass"))
+    }
+
+    /// Files a request (already validated) for `user_id`, unless the user has `max_open` open
+    /// requests already: `None` then. The count and the insert are one transaction that holds
+    /// the user's row, so that concurrent filings cannot all pass the quota.
+    pub async fn create_request_within(
+        &self,
+        user_id: i64,
+        request: &RequestForm,
+        max_open: i64,
+    ) -> Result<Option<i64>, StoreError> {
         let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        hold_user(&mut tx, user_id).await?;
+        let open: i64 = sqlx::query(
+            "SELECT COUNT(*) AS open FROM gpu_requests
+             WHERE user_id = $1 AND state IN ('pending', 'waiting', 'placed')",
+        )
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("open")?;
+        if open >= max_open {
+            tx.rollback().await?;
+            return Ok(None);
+        }
         let row = sqlx::query(
             "INSERT INTO gpu_requests (user_id, gpu_model, gpu_count, vcpus, memory_mib, disk_gib,
                  image, hypervisor, lease_hours, reason, created_at, updated_at)
@@ -82,9 +129,11 @@ impl Store {
         .bind(request.lease_hours)
         .bind(request.reason.trim())
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(row.try_get("id")?)
+        let id = row.try_get("id")?;
+        tx.commit().await?;
+        Ok(Some(id))
     }
 
     /// Who filed a request, what it asks for, and its state.
@@ -145,18 +194,38 @@ impl Store {
                 .or_default()
                 .push(row.try_get("address")?);
         }
+        // Functions a domain this installation did not make holds are not free either.
+        let foreign: std::collections::HashSet<(String, String)> = self
+            .unknown_domains()
+            .await?
+            .into_iter()
+            .flat_map(|d| {
+                d.devices
+                    .split(", ")
+                    .filter(|a| !a.is_empty())
+                    .map(|a| (d.host.clone(), a.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let mut gpus = Vec::with_capacity(rows.len());
         for row in &rows {
             let gpu_id: i64 = row.try_get("id")?;
             let address: String = row.try_get("address")?;
+            let host: String = row.try_get("host")?;
             let mut functions = members.remove(&gpu_id).unwrap_or_default();
             if !functions.contains(&address) {
                 functions.push(address.clone());
             }
+            if functions
+                .iter()
+                .any(|f| foreign.contains(&(host.clone(), f.clone())))
+            {
+                continue;
+            }
             functions.sort_by_key(|f| *f != address);
             gpus.push(FreeGpu {
                 gpu_id,
-                host: row.try_get("host")?,
+                host,
                 address,
                 numa_node: row.try_get("numa_node")?,
                 pcie_root: row.try_get("pcie_root")?,
@@ -166,15 +235,61 @@ impl Store {
         Ok(gpus)
     }
 
-    /// Claims every function of `gpus` for a request and marks it placed, in one transaction.
-    /// Losing a race to another claim rolls everything back and says so.
+    /// Claims every function of `gpus` for a request and marks it placed, in one transaction,
+    /// with no quota.
     pub async fn claim(
         &self,
         request_id: i64,
         gpus: &[FreeGpu],
     ) -> Result<ClaimOutcome, StoreError> {
+        self.claim_within(request_id, gpus, None).await
+    }
+
+    /// Claims every function of `gpus` for a request and marks it placed, in one transaction.
+    /// Losing a race to another claim rolls everything back and says so. With `max_gpus`, the
+    /// owner's GPUs (placed requests) plus these must stay within it; the count is taken in the
+    /// same transaction, holding the owner's row, so concurrent approvals cannot pass it.
+    pub async fn claim_within(
+        &self,
+        request_id: i64,
+        gpus: &[FreeGpu],
+        max_gpus: Option<i64>,
+    ) -> Result<ClaimOutcome, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        if let Some(max) = max_gpus {
+            // A write first: SQLite then takes its write lock at once, instead of a read
+            // snapshot that could not be upgraded once another writer committed.
+            sqlx::query(
+                "UPDATE users SET id = id WHERE id = (SELECT user_id FROM gpu_requests WHERE id = $1)",
+            )
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+            let Some(owner) = sqlx::query("SELECT user_id FROM gpu_requests WHERE id = $1")
+                .bind(request_id)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                tx.rollback().await?;
+                return Ok(ClaimOutcome::NotOpen);
+            };
+            let owner: i64 = owner.try_get("user_id")?;
+            let held: i64 = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(gpu_count), 0) AS BIGINT) AS held FROM gpu_requests
+                 WHERE user_id = $1 AND state = 'placed' AND id <> $2",
+            )
+            .bind(owner)
+            .bind(request_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("held")?;
+            let asked = i64::try_from(gpus.len()).unwrap_or(i64::MAX);
+            if held + asked > max {
+                tx.rollback().await?;
+                return Ok(ClaimOutcome::OverQuota { held });
+            }
+        }
         for gpu in gpus {
             for function in &gpu.functions {
                 let inserted = sqlx::query(

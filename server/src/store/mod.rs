@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use passage_app::inventory::{
     GpuState, GpuView, HostState, HostView, IommuGroupView, IommuMemberView, LinkView,
 };
-use passage_hypervisor::{Assignability, Gpu, HostInventory, PcieLink};
+use passage_hypervisor::{Assignability, Gpu, HostInventory, PciAddress, PcieLink};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
@@ -20,12 +20,15 @@ use thiserror::Error;
 
 mod accounts;
 mod claims;
+mod domains;
 mod jobs;
+mod leases;
 mod plugins;
 mod vms;
 
 pub use accounts::{ApiTokenRecord, UserRecord, is_unique_violation};
 pub use claims::{ClaimOutcome, FreeGpu, Image, RequestNeeds};
+pub use domains::{SeenDomain, UnknownDomain};
 pub use jobs::{AgentRecord, AgentReport, JobEnd, NewJob, Scope, TakenJob, param_texts};
 pub use plugins::{NewPlugin, PluginRecord, Registered, param_view};
 pub use vms::{AuditRecord, ProvisionPlan, QuotaOverride, VmParts, VmRecord};
@@ -171,6 +174,7 @@ impl Store {
         host: &str,
         inventory: &HostInventory,
         gpus: &[Gpu],
+        shared_groups: &[(PciAddress, Vec<PciAddress>)],
     ) -> Result<(), StoreError> {
         let now = now_ms();
         let host_problem = inventory.passthrough_problem();
@@ -190,7 +194,12 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         for gpu in gpus {
-            let unassignable = match (&host_problem, gpu.assignability()) {
+            let allowed = shared_groups
+                .iter()
+                .find(|(address, _)| *address == gpu.address)
+                .map(|(_, members)| members.as_slice())
+                .unwrap_or_default();
+            let unassignable = match (&host_problem, gpu.assignability_allowing(allowed)) {
                 (Some(problem), _) => Some(format!("the host cannot pass GPUs through: {problem}")),
                 (None, Assignability::Assignable { .. }) => None,
                 (None, Assignability::Unassignable { reason }) => Some(reason),

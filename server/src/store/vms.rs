@@ -65,6 +65,8 @@ pub struct VmRecord {
     pub lease_expires_at: i64,
     /// Last change, Unix ms.
     pub updated_at: i64,
+    /// The libvirt UUID Passage gave its domain (older VMs have none).
+    pub domain_uuid: Option<String>,
 }
 
 /// What provisioning made so far, recorded step by step so that a crash can be undone.
@@ -80,6 +82,8 @@ pub struct VmParts {
     pub volume: Option<String>,
     /// SHA-256 of the seed key.
     pub seed_key_hash: Option<String>,
+    /// The libvirt UUID given to the domain.
+    pub domain_uuid: Option<String>,
 }
 
 /// A user's own limits, overriding the configured quotas where set.
@@ -122,7 +126,7 @@ pub struct AuditRecord<'a> {
 
 const VM_COLUMNS: &str =
     "v.id, v.request_id, v.user_id, v.host, v.domain, v.state, v.pool, v.volume,
-     v.seed_key_hash, v.lease_expires_at, v.updated_at";
+     v.seed_key_hash, v.lease_expires_at, v.updated_at, v.domain_uuid";
 
 fn vm_record(r: &AnyRow) -> Result<VmRecord, StoreError> {
     Ok(VmRecord {
@@ -137,6 +141,7 @@ fn vm_record(r: &AnyRow) -> Result<VmRecord, StoreError> {
         seed_key_hash: r.try_get("seed_key_hash")?,
         lease_expires_at: r.try_get("lease_expires_at")?,
         updated_at: r.try_get("updated_at")?,
+        domain_uuid: r.try_get("domain_uuid")?,
     })
 }
 
@@ -220,7 +225,8 @@ impl Store {
         sqlx::query(
             "UPDATE vms SET domain = COALESCE($1, domain), domain_type = COALESCE($2, domain_type),
                  pool = COALESCE($3, pool), volume = COALESCE($4, volume),
-                 seed_key_hash = COALESCE($5, seed_key_hash), updated_at = $6
+                 seed_key_hash = COALESCE($5, seed_key_hash), updated_at = $6,
+                 domain_uuid = COALESCE($8, domain_uuid)
              WHERE id = $7",
         )
         .bind(&parts.domain)
@@ -230,6 +236,7 @@ impl Store {
         .bind(&parts.seed_key_hash)
         .bind(now_ms())
         .bind(id)
+        .bind(&parts.domain_uuid)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -381,6 +388,36 @@ impl Store {
         Ok(())
     }
 
+    /// Closes a request with `reason` but keeps its claims: its VM left something on the host
+    /// that may still hold the GPUs.
+    pub async fn end_request_keeping_claims(
+        &self,
+        request_id: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE gpu_requests SET state = 'released', state_reason = $1, updated_at = $2
+             WHERE id = $3",
+        )
+        .bind(reason)
+        .bind(now_ms())
+        .bind(request_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every VM on `host` that has a domain name, in any state.
+    pub async fn vms_with_domains_on(&self, host: &str) -> Result<Vec<VmRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {VM_COLUMNS} FROM vms v WHERE v.host = $1 AND v.domain IS NOT NULL ORDER BY v.id"
+        ))
+        .bind(host)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(vm_record).collect()
+    }
+
     /// Drops every claim of a request, leaving its state alone.
     pub async fn drop_claims(&self, request_id: i64) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM gpu_claims WHERE request_id = $1")
@@ -447,7 +484,10 @@ impl Store {
     pub async fn stray_claims(&self) -> Result<Vec<(i64, String)>, StoreError> {
         let rows = sqlx::query(
             "SELECT DISTINCT r.id, r.state FROM gpu_claims c JOIN gpu_requests r ON r.id = c.request_id
-             WHERE r.state <> 'placed' ORDER BY r.id",
+             WHERE r.state <> 'placed'
+               AND NOT EXISTS (SELECT 1 FROM vms v
+                               WHERE v.request_id = r.id AND v.leftover IS NOT NULL)
+             ORDER BY r.id",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -19,7 +19,7 @@ use super::seed::{SeedContent, SeedKey};
 use crate::AppState;
 use crate::api::ApiError;
 use crate::auth::{Admin, CurrentUser};
-use crate::store::{AuditRecord, Image, QuotaOverride, is_unique_violation};
+use crate::store::{AuditRecord, Image, QuotaOverride, UnknownDomain, is_unique_violation};
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -34,6 +34,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/vms/{id}/gpus/{address}", delete(detach_gpu))
         .route("/api/v1/vms/{id}/console", get(console))
         .route("/api/v1/vms/{id}/domain", get(domain_xml))
+        .route("/api/v1/unknown-domains", get(unknown_domains))
+        .route(
+            "/api/v1/unknown-domains/{host}/{uuid}",
+            post(decide_unknown_domain),
+        )
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/images", post(register_image))
         .route("/api/v1/users/{name}/quota", get(show_quota).put(set_quota))
@@ -250,6 +255,46 @@ pub(crate) async fn domain_xml(
 ) -> Result<Response, ApiError> {
     let xml = state.vms.domain_xml(&admin, id).await?;
     Ok(([(header::CONTENT_TYPE, "application/xml")], xml).into_response())
+}
+
+/// Domains with Passage's name on the hosts that this installation did not make (another
+/// installation's, or made before the database was restored): left alone until an admin decides
+/// (admins).
+#[utoipa::path(get, path = "/api/v1/unknown-domains", tag = "admin",
+    responses((status = 200, body = [UnknownDomain]), (status = 401), (status = 403)))]
+pub(crate) async fn unknown_domains(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+) -> Result<Json<Vec<UnknownDomain>>, ApiError> {
+    Ok(Json(state.store.unknown_domains().await?))
+}
+
+/// An admin's decision on an unknown domain.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DomainDecision {
+    /// `keep`: leave it, its GPUs stay out of placement; `remove`: power it off and undefine it.
+    pub decision: String,
+}
+
+/// Keeps or removes an unknown domain (admins). Removal touches only the domain with that UUID.
+#[utoipa::path(post, path = "/api/v1/unknown-domains/{host}/{uuid}", tag = "admin",
+    request_body = DomainDecision,
+    params(("host" = String, Path, description = "host name"),
+           ("uuid" = String, Path, description = "the domain's libvirt UUID")),
+    responses((status = 200, body = [UnknownDomain]), (status = 401), (status = 403),
+              (status = 404), (status = 422), (status = 502)))]
+pub(crate) async fn decide_unknown_domain(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path((host, uuid)): Path<(String, String)>,
+    Json(body): Json<DomainDecision>,
+) -> Result<Json<Vec<UnknownDomain>>, ApiError> {
+    state
+        .vms
+        .decide_unknown_domain(&admin.name, &host, &uuid, &body.decision)
+        .await?;
+    Ok(Json(state.store.unknown_domains().await?))
 }
 
 /// The audit log, newest first, filtered (admins).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use passage_app::vms::VmView;
 use passage_hypervisor::{Hotplug, PciAddress};
 
-use super::{VmError, VmService};
+use super::{VmError, VmLock, VmService};
 use crate::auth::User;
 use crate::store::{AuditRecord, ClaimOutcome, FreeGpu, VmRecord, now_ms, rfc3339};
 
@@ -74,19 +74,26 @@ impl VmService {
 
     /// Carries out `action` on VM `id` for `user`.
     pub async fn act(&self, user: &User, id: i64, action: VmAction) -> Result<VmView, VmError> {
-        let record = self.owned(user, id).await?;
-        match action {
-            VmAction::Release => {
-                self.release(&user.name, &record, "released by its owner")
-                    .await?
-            }
-            _ => self.power(&user.name, &record, action).await?,
-        }
+        self.owned(user, id).await?;
+        let lock = self.lock_vm(id).await?;
+        // Read again now that no other action can run on it.
+        let done = match self.store().vm_record(id).await {
+            Ok(Some(record)) => match action {
+                VmAction::Release => {
+                    self.release(&lock, &user.name, &record, "released by its owner")
+                        .await
+                }
+                _ => self.power(&user.name, &record, action).await,
+            },
+            Ok(None) => Err(VmError::NotFound(id)),
+            Err(e) => Err(e.into()),
+        };
+        lock.unlock().await;
+        done?;
         self.show(user, id).await
     }
 
     async fn power(&self, actor: &str, record: &VmRecord, action: VmAction) -> Result<(), VmError> {
-        let _busy = self.claim_busy(record.id)?;
         let wanted = match action {
             VmAction::Start => "stopped",
             _ => "running",
@@ -145,14 +152,15 @@ impl VmService {
     }
 
     /// Shuts the VM down, removes its domain and volume, frees its GPUs and closes its request;
-    /// then places requests waiting for GPUs.
+    /// then places requests waiting for GPUs. The caller holds the VM and read `record` after
+    /// taking it.
     pub(crate) async fn release(
         &self,
+        _lock: &VmLock,
         actor: &str,
         record: &VmRecord,
         why: &str,
     ) -> Result<(), VmError> {
-        let _busy = self.claim_busy(record.id)?;
         if !matches!(record.state.as_str(), "running" | "stopped") {
             return Err(VmError::Conflict(format!(
                 "VM {} is {}; only a running or stopped VM can be released",
@@ -166,7 +174,10 @@ impl VmService {
                 Ok(_) | Err(passage_hypervisor::HypervisorError::NoDomain { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            handle.host.remove_domain(domain).await?;
+            handle
+                .host
+                .remove_domain_if(domain, record.domain_uuid.as_deref())
+                .await?;
         }
         if let (Some(pool), Some(volume)) = (&record.pool, &record.volume) {
             handle.host.delete_volume(pool, volume).await?;
@@ -189,15 +200,27 @@ impl VmService {
         Ok(())
     }
 
-    /// Releases every VM whose lease has ended.
+    /// Releases every VM whose lease has ended. A VM some other action holds is left for the
+    /// next pass, and the lease is read again once the VM is held: an extension that came in
+    /// meanwhile keeps the VM.
     pub async fn reclaim_expired(&self) -> Result<usize, VmError> {
         let mut reclaimed = 0;
         for id in self.store().expired_vms(now_ms()).await? {
-            let Some(record) = self.store().vm_record(id).await? else {
+            let Some(lock) = self.try_lock_vm(id).await? else {
                 continue;
             };
-            match self.release("system", &record, "the lease expired").await {
-                Ok(()) => reclaimed += 1,
+            let done = match self.store().vm_record(id).await {
+                Ok(Some(record)) if record.lease_expires_at < now_ms() => self
+                    .release(&lock, "system", &record, "the lease expired")
+                    .await
+                    .map(|()| true),
+                Ok(_) => Ok(false),
+                Err(e) => Err(e.into()),
+            };
+            lock.unlock().await;
+            match done {
+                Ok(true) => reclaimed += 1,
+                Ok(false) => {}
                 Err(e) => tracing::warn!(vm = id, error = %e, "reclaiming an expired VM failed"),
             }
         }
@@ -224,12 +247,26 @@ impl VmService {
         if !(1..=8760).contains(&hours) {
             return Err(VmError::Invalid("hours: extend by 1 to 8,760 hours".into()));
         }
-        let record = self.owned(admin, id).await?;
-        let end = self
-            .store()
-            .extend_lease(id, hours)
-            .await?
-            .ok_or_else(|| VmError::Conflict(format!("VM {id} is {}", record.state)))?;
+        self.owned(admin, id).await?;
+        // Held while the lease moves, so that an expiry being reclaimed either finishes first
+        // (the extension then finds the VM released) or sees the new end.
+        let lock = self.lock_vm(id).await?;
+        let extended = async {
+            let record = self
+                .store()
+                .vm_record(id)
+                .await?
+                .ok_or(VmError::NotFound(id))?;
+            let end = self
+                .store()
+                .extend_lease(id, hours)
+                .await?
+                .ok_or_else(|| VmError::Conflict(format!("VM {id} is {}", record.state)))?;
+            Ok::<_, VmError>((record, end))
+        }
+        .await;
+        lock.unlock().await;
+        let (record, end) = extended?;
         self.audit(AuditRecord {
             actor: &admin.name,
             action: "vm.extend",
@@ -253,8 +290,20 @@ impl VmService {
         if !admin.is_admin {
             return Err(VmError::Forbidden("only admins attach GPUs".into()));
         }
+        self.owned(admin, id).await?;
+        let lock = self.lock_vm(id).await?;
+        let attached = self.attach_locked(admin, id, address).await;
+        lock.unlock().await;
+        attached
+    }
+
+    async fn attach_locked(
+        &self,
+        admin: &User,
+        id: i64,
+        address: &str,
+    ) -> Result<(VmView, Hotplug), VmError> {
         let record = self.owned(admin, id).await?;
-        let _busy = self.claim_busy(id)?;
         if !matches!(record.state.as_str(), "running" | "stopped") {
             return Err(VmError::Conflict(format!("VM {id} is {}", record.state)));
         }
@@ -332,8 +381,20 @@ impl VmService {
         if !admin.is_admin {
             return Err(VmError::Forbidden("only admins detach GPUs".into()));
         }
+        self.owned(admin, id).await?;
+        let lock = self.lock_vm(id).await?;
+        let detached = self.detach_locked(admin, id, address).await;
+        lock.unlock().await;
+        detached
+    }
+
+    async fn detach_locked(
+        &self,
+        admin: &User,
+        id: i64,
+        address: &str,
+    ) -> Result<(VmView, Hotplug), VmError> {
         let record = self.owned(admin, id).await?;
-        let _busy = self.claim_busy(id)?;
         if !matches!(record.state.as_str(), "running" | "stopped") {
             return Err(VmError::Conflict(format!("VM {id} is {}", record.state)));
         }

@@ -13,8 +13,8 @@ mod provisioning;
 mod reconcile;
 pub mod seed;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use passage_hypervisor::{HypervisorError, LibvirtHost};
@@ -52,6 +52,25 @@ pub enum VmError {
     Store(#[from] StoreError),
 }
 
+/// A name for this process's leases, unique among the servers sharing a database.
+fn lease_holder() -> String {
+    use rand_core::RngCore;
+    let mut bytes = [0u8; 8];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    format!(
+        "{}-{}-{}",
+        gethostname(),
+        std::process::id(),
+        hex::encode(bytes)
+    )
+}
+
+fn gethostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "server".into())
+}
+
 /// One configured host: its connection and its settings.
 #[derive(Debug, Clone)]
 struct HostHandle {
@@ -73,23 +92,80 @@ struct Inner {
     public_url: String,
     /// The agent binary guests install.
     agent_binary: AgentBinary,
-    /// VMs with an action in progress in this process; a second action is refused.
-    busy: Mutex<HashSet<i64>>,
+    /// This installation's id, written into every domain it defines.
+    installation: String,
+    /// This process among the servers sharing the database: the holder of its leases.
+    holder: String,
 }
 
-/// Marks a VM busy until dropped.
-struct BusyGuard {
-    inner: Arc<Inner>,
-    vm_id: i64,
+/// How long a VM lease lasts without renewal: a server that dies holding a VM lets go of it
+/// this long after its last renewal.
+const VM_LEASE: Duration = Duration::from_secs(10);
+
+/// One process's right to act on a VM, held in the database so that every server sharing it
+/// sees it ([`VmService::lock_vm`]). It is renewed in the background while held. Give it back
+/// with [`VmLock::unlock`]; dropped without that (a panic, a cancelled request), it is given
+/// back in the background.
+#[must_use]
+pub(crate) struct VmLock {
+    store: Store,
+    name: String,
+    holder: String,
+    renewal: CancellationToken,
+    held: bool,
 }
 
-impl Drop for BusyGuard {
+impl VmLock {
+    fn new(store: Store, name: String, holder: String) -> VmLock {
+        let renewal = CancellationToken::new();
+        let (s, n, h, stop) = (store.clone(), name.clone(), holder.clone(), renewal.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(VM_LEASE / 3) => {}
+                }
+                match s.take_lease(&n, &h, VM_LEASE).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(lease = %n, "a VM lease was lost while held");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(lease = %n, error = %e, "renewing a VM lease failed"),
+                }
+            }
+        });
+        VmLock {
+            store,
+            name,
+            holder,
+            renewal,
+            held: true,
+        }
+    }
+
+    /// Gives the VM back.
+    pub(crate) async fn unlock(mut self) {
+        self.held = false;
+        self.renewal.cancel();
+        if let Err(e) = self.store.drop_lease(&self.name, &self.holder).await {
+            tracing::warn!(lease = %self.name, error = %e, "giving a VM lease back failed; it ends by itself");
+        }
+    }
+}
+
+impl Drop for VmLock {
     fn drop(&mut self) {
-        self.inner
-            .busy
-            .lock()
-            .expect("busy set poisoned")
-            .remove(&self.vm_id);
+        self.renewal.cancel();
+        if !self.held {
+            return;
+        }
+        let (store, name, holder) = (self.store.clone(), self.name.clone(), self.holder.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = store.drop_lease(&name, &holder).await;
+            });
+        }
     }
 }
 
@@ -100,6 +176,7 @@ impl VmService {
         hosts: Vec<(HostConfig, LibvirtHost)>,
         settings: VmSettings,
         public_url: String,
+        installation: String,
     ) -> VmService {
         VmService {
             inner: Arc::new(Inner {
@@ -111,7 +188,8 @@ impl VmService {
                 agent_binary: AgentBinary::new(settings.agent_binary.clone()),
                 settings,
                 public_url,
-                busy: Mutex::new(HashSet::new()),
+                installation,
+                holder: lease_holder(),
             }),
         }
     }
@@ -142,22 +220,51 @@ impl VmService {
             .ok_or_else(|| VmError::Invalid(format!("host {name:?} is not configured")))
     }
 
-    fn claim_busy(&self, vm_id: i64) -> Result<BusyGuard, VmError> {
-        if !self
-            .inner
-            .busy
-            .lock()
-            .expect("busy set poisoned")
-            .insert(vm_id)
-        {
-            return Err(VmError::Conflict(format!(
-                "another action on VM {vm_id} is still running"
-            )));
-        }
-        Ok(BusyGuard {
-            inner: self.inner.clone(),
-            vm_id,
+    /// This installation's id.
+    pub fn installation(&self) -> &str {
+        &self.inner.installation
+    }
+
+    /// Takes the right to act on VM `vm_id`, for this process among all servers on the database;
+    /// a conflict when another action (here or in another server) holds it.
+    pub(crate) async fn lock_vm(&self, vm_id: i64) -> Result<VmLock, VmError> {
+        self.try_lock_vm(vm_id).await?.ok_or_else(|| {
+            VmError::Conflict(format!("another action on VM {vm_id} is still running"))
         })
+    }
+
+    /// Like [`lock_vm`](Self::lock_vm), `None` when someone else holds the VM.
+    pub(crate) async fn try_lock_vm(&self, vm_id: i64) -> Result<Option<VmLock>, VmError> {
+        let name = format!("vm:{vm_id}");
+        if !self
+            .store()
+            .take_lease(&name, &self.inner.holder, VM_LEASE)
+            .await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(VmLock::new(
+            self.store().clone(),
+            name,
+            self.inner.holder.clone(),
+        )))
+    }
+
+    /// True when this process runs background loop `name` now: one server among those sharing
+    /// the database leads each loop; another takes over when the leader stops renewing.
+    async fn leads(&self, name: &str, every: Duration) -> bool {
+        let ttl = every * 2 + Duration::from_secs(5);
+        match self
+            .store()
+            .take_lease(&format!("loop:{name}"), &self.inner.holder, ttl)
+            .await
+        {
+            Ok(leads) => leads,
+            Err(e) => {
+                tracing::warn!(loop_name = name, error = %e, "cannot take the loop's lease");
+                false
+            }
+        }
     }
 
     async fn audit(&self, record: AuditRecord<'_>) {
@@ -188,7 +295,10 @@ impl VmService {
                     self.provision_in_background(id);
                 }
                 Err(
-                    PlaceError::NoFit(_) | PlaceError::NotPlaceable(_) | PlaceError::BadChoice(_),
+                    PlaceError::NoFit(_)
+                    | PlaceError::NotPlaceable(_)
+                    | PlaceError::BadChoice(_)
+                    | PlaceError::OverQuota(_),
                 ) => {}
                 Err(PlaceError::Contended) => {
                     tracing::warn!(request = id, "placement lost every race; next pass retries")
@@ -209,8 +319,11 @@ impl VmService {
         tasks.spawn(async move {
             loop {
                 tokio::select! {
-                    _ = until.cancelled() => return,
+                    _ = until.cancelled() => return this.step_down("leases").await,
                     _ = tokio::time::sleep(every) => {}
+                }
+                if !this.leads("leases", every).await {
+                    continue;
                 }
                 if let Err(e) = this.reclaim_expired().await {
                     tracing::warn!(error = %e, "reclaiming expired leases failed");
@@ -221,19 +334,33 @@ impl VmService {
         let every = Duration::from_secs(self.inner.settings.reconcile_secs);
         tasks.spawn(async move {
             loop {
-                match this.reconcile().await {
-                    Ok(repairs) if !repairs.is_empty() => {
-                        tracing::info!(?repairs, "reconciliation repaired records and domains")
+                if this.leads("reconcile", every).await {
+                    match this.reconcile().await {
+                        Ok(repairs) if !repairs.is_empty() => {
+                            tracing::info!(?repairs, "reconciliation repaired records and domains")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "reconciliation failed"),
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "reconciliation failed"),
                 }
                 tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => return this.step_down("reconcile").await,
                     _ = tokio::time::sleep(every) => {}
                 }
             }
         });
         tasks
+    }
+
+    /// Gives loop `name` up at shutdown, so that another server (or this one restarted) takes
+    /// it over at once rather than when the lease ends.
+    async fn step_down(&self, name: &str) {
+        if let Err(e) = self
+            .store()
+            .drop_lease(&format!("loop:{name}"), &self.inner.holder)
+            .await
+        {
+            tracing::debug!(loop_name = name, error = %e, "giving a loop's lease back failed");
+        }
     }
 }

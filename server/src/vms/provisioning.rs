@@ -3,13 +3,16 @@
 //! before it is made, so that a failure here, or a server that dies half-way, is undone by
 //! removing exactly what may exist: the domain, the volume, then the claim.
 
-use passage_hypervisor::PciAddress;
-use passage_hypervisor::domain::{DomainSpec, KernelBoot, Network, NumaPlacement, domain_name};
+use passage_hypervisor::domain::{
+    DomainIdentity, DomainSpec, KernelBoot, Network, NumaPlacement, domain_name,
+};
+use passage_hypervisor::{HypervisorError, PciAddress};
+use rand_core::{OsRng, RngCore};
 
 use super::seed::{SeedKey, seed_url};
-use super::{VmError, VmService};
+use super::{VmError, VmLock, VmService};
 use crate::auth::secret_hash;
-use crate::store::{AuditRecord, ProvisionPlan, VmParts, now_ms};
+use crate::store::{AuditRecord, ProvisionPlan, VmParts, VmRecord, now_ms};
 
 impl VmService {
     /// Provisions a placed request in the background; failures are recorded on the VM.
@@ -45,7 +48,22 @@ impl VmService {
         else {
             return Ok(None);
         };
-        let _busy = self.claim_busy(vm_id)?;
+        let lock = self.lock_vm(vm_id).await?;
+        let made = self
+            .provision_locked(&lock, request_id, vm_id, &plan, &host)
+            .await;
+        lock.unlock().await;
+        made
+    }
+
+    async fn provision_locked(
+        &self,
+        lock: &VmLock,
+        request_id: i64,
+        vm_id: i64,
+        plan: &ProvisionPlan,
+        host: &str,
+    ) -> Result<Option<i64>, VmError> {
         self.audit(AuditRecord {
             actor: "system",
             action: "vm.provision",
@@ -58,7 +76,7 @@ impl VmService {
             )),
         })
         .await;
-        match self.build(vm_id, &plan).await {
+        match self.build(vm_id, plan).await {
             Ok(()) => {
                 self.store()
                     .set_vm_state(vm_id, &["provisioning"], "running", None)
@@ -77,7 +95,7 @@ impl VmService {
             }
             Err(e) => {
                 let reason = format!("provisioning failed: {e}");
-                self.roll_back(vm_id, &reason).await;
+                self.roll_back(lock, vm_id, &reason).await;
                 Err(e)
             }
         }
@@ -102,6 +120,10 @@ impl VmService {
         let domain = domain_name(vm_id);
         let volume = format!("{domain}.qcow2");
         let key = SeedKey::generate();
+        let identity = DomainIdentity {
+            uuid: new_uuid(),
+            installation: self.installation().to_string(),
+        };
         // Never take over what is there already: a domain or volume of this name is not ours.
         if handle.host.domain(&domain).await?.is_some() {
             return Err(VmError::Conflict(format!(
@@ -124,6 +146,7 @@ impl VmService {
                     pool: Some(image.pool.clone()),
                     volume: Some(volume.clone()),
                     seed_key_hash: Some(key.hash()),
+                    domain_uuid: Some(identity.uuid.clone()),
                 },
             )
             .await?;
@@ -177,14 +200,18 @@ impl VmService {
                 initrd: image.initrd.clone(),
                 cmdline: image.cmdline.clone(),
             }),
+            identity: Some(identity),
         };
         handle.host.define_and_start(&spec.to_xml()).await?;
         Ok(())
     }
 
-    /// Removes whatever a VM may have on its host (domain, volume), frees its GPUs, closes its
-    /// request with `reason` and marks it failed. Safe to repeat.
-    pub(crate) async fn roll_back(&self, vm_id: i64, reason: &str) {
+    /// Removes whatever a VM may have on its host (domain, volume), closes its request with
+    /// `reason` and marks it failed. Its GPUs are freed only when nothing is left on the host: a
+    /// domain that could not be removed may still hold them, so they stay claimed, and
+    /// reconciliation removes what is left and frees them then. Safe to repeat; the caller
+    /// holds the VM.
+    pub(crate) async fn roll_back(&self, _lock: &VmLock, vm_id: i64, reason: &str) {
         let record = match self.store().vm_record(vm_id).await {
             Ok(Some(record)) => record,
             Ok(None) => return,
@@ -193,28 +220,28 @@ impl VmService {
                 return;
             }
         };
-        let mut left = Vec::new();
-        if let Ok(handle) = self.host(&record.host) {
-            if let Some(domain) = &record.domain
-                && let Err(e) = handle.host.remove_domain(domain).await
-            {
-                left.push(format!("domain {domain}: {e}"));
-            }
-            if let (Some(pool), Some(volume)) = (&record.pool, &record.volume)
-                && let Err(e) = handle.host.delete_volume(pool, volume).await
-            {
-                left.push(format!("volume {volume}: {e}"));
-            }
-        }
+        let left = self.remove_parts(&record).await;
         let reason = if left.is_empty() {
             reason.to_string()
         } else {
-            format!("{reason}; could not remove {}", left.join("; "))
+            format!(
+                "{reason}; could not remove {}; its GPUs stay claimed until it is removed",
+                left.join("; ")
+            )
         };
         let result = async {
-            self.store()
-                .close_request(record.request_id, &reason)
-                .await?;
+            if left.is_empty() {
+                self.store()
+                    .close_request(record.request_id, &reason)
+                    .await?;
+            } else {
+                self.store()
+                    .set_vm_leftover(vm_id, Some(&left.join("; ")))
+                    .await?;
+                self.store()
+                    .end_request_keeping_claims(record.request_id, &reason)
+                    .await?;
+            }
             self.store()
                 .set_vm_state(
                     vm_id,
@@ -239,8 +266,62 @@ impl VmService {
         })
         .await;
         tracing::warn!(vm = vm_id, %reason, "VM rolled back");
+        if !left.is_empty() {
+            return;
+        }
         if let Err(e) = self.place_waiting().await {
             tracing::warn!(error = %e, "placing waiting requests failed");
         }
     }
+}
+
+impl VmService {
+    /// Removes a VM's domain (only the one with the UUID it was given) and volume from its host;
+    /// returns what could not be removed, in words.
+    pub(crate) async fn remove_parts(&self, record: &VmRecord) -> Vec<String> {
+        let mut left = Vec::new();
+        let handle = match self.host(&record.host) {
+            Ok(handle) => handle,
+            Err(e) => {
+                if let Some(domain) = &record.domain {
+                    left.push(format!("domain {domain}: {e}"));
+                }
+                return left;
+            }
+        };
+        if let Some(domain) = &record.domain {
+            match handle
+                .host
+                .remove_domain_if(domain, record.domain_uuid.as_deref())
+                .await
+            {
+                // Another domain took the name: this VM's own is gone already.
+                Ok(_) | Err(HypervisorError::NotOurs { .. }) => {}
+                Err(e) => left.push(format!("domain {domain}: {e}")),
+            }
+        }
+        if let (Some(pool), Some(volume)) = (&record.pool, &record.volume)
+            && let Err(e) = handle.host.delete_volume(pool, volume).await
+        {
+            left.push(format!("volume {volume}: {e}"));
+        }
+        left
+    }
+}
+
+/// A random (version 4) UUID, the form libvirt takes.
+fn new_uuid() -> String {
+    let mut b = [0u8; 16];
+    OsRng.fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
