@@ -289,7 +289,8 @@ pub struct JobOrder {
     pub plugin: i64,
     /// The agent's id.
     pub agent: i64,
-    /// `any` (one free GPU), `each` (one job per GPU) or a device index.
+    /// `any` (one free GPU), `each` (one job per GPU), or one GPU the agent reports: its index or
+    /// its PCI address.
     #[serde(default)]
     pub gpu: Option<String>,
     /// Parameters by name, as text (`64Mi`, `true`, `0.5`); the rest take their defaults.

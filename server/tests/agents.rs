@@ -637,7 +637,7 @@ async fn a_vm_agent_registers_with_its_seed_token_and_serves_only_its_owner() {
     };
 
     let token = seed_token(&setup, &base, vm).await;
-    let _process = Agent::start(&base, &token, 1);
+    let mut process = Agent::start(&base, &token, 1);
     let (_, agents) = get(&setup.ada, format!("{base}/api/v1/agents")).await;
     let agent = agents
         .as_array()
@@ -691,8 +691,8 @@ async fn a_vm_agent_registers_with_its_seed_token_and_serves_only_its_owner() {
     if cuda_here {
         eprintln!("this machine has a CUDA driver: skipping the agent without one");
     } else {
-        drop(_process);
-        let _process = Agent::start_cuda(&base, &token);
+        process.kill();
+        let cuda = Agent::start_cuda(&base, &token);
         let deadline = Instant::now() + Duration::from_secs(30);
         let seen = loop {
             let (_, agents) = get(&setup.ada, format!("{base}/api/v1/agents")).await;
@@ -734,7 +734,19 @@ async fn a_vm_agent_registers_with_its_seed_token_and_serves_only_its_owner() {
             .await
             .unwrap();
         assert!(page.contains("This verdict rests on the guest"), "{page}");
+        // An agent that reports no GPU takes no job: one queued there would never start.
+        let (status, body) = post(
+            &setup.ada,
+            format!("{base}/api/v1/agents/{agent}/suite"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        drop(cuda);
+        process = Agent::start(&base, &token, 1);
+        online(&setup.ada, &base, agent, 1).await;
     }
+    let _process = process;
 
     // The suite goes in one batch; releasing the VM cancels what is left and locks its agent out.
     let (status, batch) = post(

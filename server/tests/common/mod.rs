@@ -137,3 +137,43 @@ pub async fn simulated_inventory() -> (
     );
     (inventory, gpus)
 }
+
+/// Registers a plugin record `name` with one integer parameter `size` in the configured
+/// database, as the registry would after reading its `describe`; returns its id. The component
+/// bytes are a stand-in: nothing here runs it.
+pub async fn stand_in_plugin(config: &Config, name: &str) -> i64 {
+    use passage_plugin_host::{ParamKind, ParamSpec, ParamValue};
+    use passage_server::store::{NewPlugin, Registered};
+    let store = passage_server::store::Store::open(&config.database_url)
+        .await
+        .unwrap();
+    let params = [ParamSpec {
+        name: "size".into(),
+        summary: "elements".into(),
+        kind: ParamKind::Integer,
+        default: ParamValue::Integer(1024),
+        min: Some(1.0),
+        max: None,
+        unit: String::new(),
+    }];
+    let component = format!("\0asm a stand-in for {name}").into_bytes();
+    let sha256 = passage_server::auth::secret_hash(name);
+    let registered = store
+        .register_plugin(&NewPlugin {
+            name,
+            version: "1.0.0",
+            summary: "a stand-in",
+            params: &params,
+            sha256: &sha256,
+            component: &component,
+            shipped: false,
+            all_gpus: false,
+            uploaded_by: "tests",
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    match registered {
+        Registered::New(id) | Registered::Known(id) => id,
+    }
+}
