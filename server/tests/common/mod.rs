@@ -94,8 +94,10 @@ where
     ))
     .await;
 
-    let Ok(admin_url) = std::env::var("PASSAGE_TEST_POSTGRES_URL") else {
-        println!("PostgreSQL part skipped: PASSAGE_TEST_POSTGRES_URL is not set");
+    let Some(admin_url) = passage_test_support::service(
+        "PASSAGE_TEST_POSTGRES_URL",
+        "tests/services/postgres.sh start prints it, .ci/run sets it; the SQLite half ran",
+    ) else {
         return;
     };
     sqlx::any::install_default_drivers();
@@ -175,5 +177,24 @@ pub async fn stand_in_plugin(config: &Config, name: &str) -> i64 {
     store.close().await;
     match registered {
         Registered::New(id) | Registered::Known(id) => id,
+    }
+}
+
+/// Polls `check` every 50 ms until it gives a value or `within` has passed; then fails with
+/// `what` (what was waited for) and the last state `check` described.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(state) if std::time::Instant::now() >= deadline => {
+                panic!("waited {within:?} for {what}; last seen: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
     }
 }
