@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
             move || shell(options.clone()),
         )
         .fallback(file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn(crate::api::json_errors))
         .layer(axum::middleware::from_fn(auth::same_origin_guard))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())

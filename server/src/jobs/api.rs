@@ -82,7 +82,8 @@ pub struct Uploaded {
 /// Registers a plugin component (admins). The body is the `.wasm` file itself; the portal
 /// reads the plugin's `describe` in the sandbox and refuses anything that is not a plugin.
 #[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
-    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    request_body(description = "the component's bytes (any content type; `application/wasm` is usual)",
+        content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream"))),
     responses((status = 201, body = Uploaded), (status = 200, body = Uploaded, description = "registered before"),
         (status = 403), (status = 409, description = "name and version taken by other contents"),
         (status = 413), (status = 422, description = "not a plugin")))]
