@@ -262,6 +262,22 @@ impl ApiError {
     pub fn new(status: StatusCode, message: String) -> ApiError {
         ApiError { status, message }
     }
+
+    /// The status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What it tells the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(e.status(), e.to_string())
+    }
 }
 
 impl IntoResponse for ApiError {

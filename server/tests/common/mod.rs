@@ -53,16 +53,16 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
     }
 }
 
+/// The password of every user [`token_for`] makes.
+pub const PASSWORD: &str = "a long enough password";
+
 /// Creates a user in the configured database and returns an API token for it.
 pub async fn token_for(config: &Config, name: &str, admin: bool) -> String {
     let store = passage_server::store::Store::open(&config.database_url)
         .await
         .unwrap();
     let auth = passage_server::auth::Auth::new(store.clone());
-    let user = auth
-        .add_user(name, "a long enough password", admin)
-        .await
-        .unwrap();
+    let user = auth.add_user(name, PASSWORD, admin).await.unwrap();
     let (_, token) = auth.create_token(&user, "tests").await.unwrap();
     store.close().await;
     token
