@@ -22,7 +22,11 @@ pub struct TokenView {
 #[server(endpoint = "account/tokens")]
 pub async fn load_tokens() -> Result<Vec<TokenView>, ServerFnError> {
     let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
-    portal.0.tokens(viewer).await.map_err(ServerFnError::new)
+    portal
+        .0
+        .tokens(viewer)
+        .await
+        .map_err(crate::service::refused)
 }
 
 /// Makes an API token for the viewer; returns the secret, shown this once.
@@ -33,7 +37,7 @@ pub async fn create_token(name: String) -> Result<String, ServerFnError> {
         .0
         .create_token(viewer, name)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::service::refused)
 }
 
 /// Revokes one of the viewer's API tokens.
@@ -44,5 +48,5 @@ pub async fn revoke_token(id: i64) -> Result<(), ServerFnError> {
         .0
         .revoke_token(viewer, id)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::service::refused)
 }

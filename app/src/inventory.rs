@@ -209,7 +209,7 @@ pub(crate) async fn signed_in() -> Result<(crate::service::Portal, Option<Viewer
         .0
         .viewer(&headers)
         .await
-        .map_err(ServerFnError::new)?;
+        .map_err(crate::service::refused)?;
     Ok((service, viewer))
 }
 
@@ -218,7 +218,7 @@ pub(crate) async fn signed_in() -> Result<(crate::service::Portal, Option<Viewer
 pub(crate) async fn signed_in_viewer() -> Result<(crate::service::Portal, Viewer), ServerFnError> {
     match signed_in().await? {
         (portal, Some(viewer)) => Ok((portal, viewer)),
-        (_, None) => Err(ServerFnError::new("sign in first")),
+        (_, None) => Err(crate::service::refused(crate::service::Refusal::sign_in())),
     }
 }
 
@@ -238,7 +238,7 @@ pub async fn load_inventory() -> Result<Option<InventoryView>, ServerFnError> {
                 .0
                 .snapshot(viewer)
                 .await
-                .map_err(ServerFnError::new)?,
+                .map_err(crate::service::refused)?,
         )),
         None => Ok(None),
     }
@@ -249,8 +249,12 @@ pub async fn load_inventory() -> Result<Option<InventoryView>, ServerFnError> {
 pub async fn refresh_inventory() -> Result<(), ServerFnError> {
     let (service, viewer) = signed_in().await?;
     match viewer {
-        Some(viewer) if viewer.is_admin => service.0.refresh().await.map_err(ServerFnError::new),
-        Some(_) => Err(ServerFnError::new("only admins can refresh the inventory")),
-        None => Err(ServerFnError::new("sign in first")),
+        Some(viewer) if viewer.is_admin => {
+            service.0.refresh().await.map_err(crate::service::refused)
+        }
+        Some(_) => Err(crate::service::refused(
+            crate::service::Refusal::admins_only("only admins can refresh the inventory"),
+        )),
+        None => Err(crate::service::refused(crate::service::Refusal::sign_in())),
     }
 }

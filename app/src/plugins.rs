@@ -289,7 +289,8 @@ pub struct JobOrder {
     pub plugin: i64,
     /// The agent's id.
     pub agent: i64,
-    /// `any` (one free GPU), `each` (one job per GPU) or a device index.
+    /// `any` (one free GPU), `each` (one job per GPU), or one GPU the agent reports: its index or
+    /// its PCI address.
     #[serde(default)]
     pub gpu: Option<String>,
     /// Parameters by name, as text (`64Mi`, `true`, `0.5`); the rest take their defaults.
@@ -322,21 +323,25 @@ pub struct JobFilter {
 #[server(endpoint = "plugins/list")]
 pub async fn load_plugins() -> Result<Vec<PluginView>, ServerFnError> {
     let (portal, _) = crate::inventory::signed_in_viewer().await?;
-    portal.0.plugins().await.map_err(ServerFnError::new)
+    portal.0.plugins().await.map_err(crate::service::refused)
 }
 
 /// One plugin version.
 #[server(endpoint = "plugins/show")]
 pub async fn load_plugin(id: i64) -> Result<Option<PluginView>, ServerFnError> {
     let (portal, _) = crate::inventory::signed_in_viewer().await?;
-    portal.0.plugin(id).await.map_err(ServerFnError::new)
+    portal.0.plugin(id).await.map_err(crate::service::refused)
 }
 
 /// The agents the viewer may run plugins on: their own VMs' and the native hosts (admins: all).
 #[server(endpoint = "agents/list")]
 pub async fn load_agents() -> Result<Vec<AgentView>, ServerFnError> {
     let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
-    portal.0.agents(viewer).await.map_err(ServerFnError::new)
+    portal
+        .0
+        .agents(viewer)
+        .await
+        .map_err(crate::service::refused)
 }
 
 /// Registers a bare-metal host as a native baseline (admins); returns the agent's token, shown
@@ -348,7 +353,7 @@ pub async fn add_native_host(name: String) -> Result<String, ServerFnError> {
         .0
         .add_native_host(viewer, name)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::service::refused)
 }
 
 /// Revokes a native host's agent token (admins).
@@ -359,7 +364,7 @@ pub async fn revoke_agent(id: i64) -> Result<(), ServerFnError> {
         .0
         .revoke_agent(viewer, id)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::service::refused)
 }
 
 /// Queues a plugin run; returns the new jobs' ids (several when `gpu` is `each`).
@@ -370,7 +375,7 @@ pub async fn queue_job(order: JobOrder) -> Result<Vec<i64>, ServerFnError> {
         .0
         .queue_job(viewer, order)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::service::refused)
 }
 
 /// Queues the study's whole suite on an agent; returns the batch's name.
@@ -381,7 +386,7 @@ pub async fn queue_suite(agent: i64) -> Result<String, ServerFnError> {
         .0
         .queue_suite(viewer, agent)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::service::refused)
 }
 
 /// The jobs the viewer may see, newest first.
@@ -392,14 +397,18 @@ pub async fn load_jobs(filter: JobFilter) -> Result<Vec<JobView>, ServerFnError>
         .0
         .jobs(viewer, filter)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::service::refused)
 }
 
 /// One job, if the viewer may see it.
 #[server(endpoint = "jobs/show")]
 pub async fn load_job(id: i64) -> Result<Option<JobView>, ServerFnError> {
     let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
-    portal.0.job(viewer, id).await.map_err(ServerFnError::new)
+    portal
+        .0
+        .job(viewer, id)
+        .await
+        .map_err(crate::service::refused)
 }
 
 /// Cancels a queued or running job (whoever queued it, or an admin).
@@ -410,7 +419,7 @@ pub async fn cancel_job(id: i64) -> Result<(), ServerFnError> {
         .0
         .cancel_job(viewer, id)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::service::refused)
 }
 
 #[cfg(test)]

@@ -174,12 +174,12 @@ pub async fn load_requests() -> Result<Option<RequestsView>, ServerFnError> {
         models,
         images,
         images_with_driver,
-    } = service.0.choices().await.map_err(ServerFnError::new)?;
+    } = service.0.choices().await.map_err(crate::service::refused)?;
     let requests = service
         .0
         .requests(viewer.clone())
         .await
-        .map_err(ServerFnError::new)?;
+        .map_err(crate::service::refused)?;
     Ok(Some(RequestsView {
         viewer,
         models,
@@ -216,7 +216,8 @@ pub struct RequestFields {
 #[server]
 pub async fn file_request(form: RequestFields) -> Result<FileOutcome, ServerFnError> {
     let (service, viewer) = crate::inventory::signed_in().await?;
-    let viewer = viewer.ok_or_else(|| ServerFnError::new("sign in first"))?;
+    let viewer =
+        viewer.ok_or_else(|| crate::service::refused(crate::service::Refusal::sign_in()))?;
     let mut errors = BTreeMap::new();
     let mut number = |field: &str, text: &str| match text.trim().parse::<i64>() {
         Ok(value) => value,
@@ -247,7 +248,9 @@ pub async fn file_request(form: RequestFields) -> Result<FileOutcome, ServerFnEr
         Err(crate::service::RequestFailure::Invalid(errors)) => {
             Ok(FileOutcome { id: None, errors })
         }
-        Err(crate::service::RequestFailure::Other(message)) => Err(ServerFnError::new(message)),
+        Err(crate::service::RequestFailure::Other(refusal)) => {
+            Err(crate::service::refused(refusal))
+        }
     }
 }
 
@@ -268,8 +271,11 @@ pub async fn approve_request(id: i64, gpus: Option<String>) -> Result<(), Server
             .0
             .approve(viewer, id, gpus)
             .await
-            .map_err(ServerFnError::new),
-        _ => Err(ServerFnError::new("only admins approve requests")),
+            .map_err(crate::service::refused),
+        Some(_) => Err(crate::service::refused(
+            crate::service::Refusal::admins_only("only admins approve requests"),
+        )),
+        None => Err(crate::service::refused(crate::service::Refusal::sign_in())),
     }
 }
 
@@ -282,8 +288,11 @@ pub async fn deny_request(id: i64, reason: String) -> Result<(), ServerFnError> 
             .0
             .deny(viewer, id, reason)
             .await
-            .map_err(ServerFnError::new),
-        _ => Err(ServerFnError::new("only admins deny requests")),
+            .map_err(crate::service::refused),
+        Some(_) => Err(crate::service::refused(
+            crate::service::Refusal::admins_only("only admins deny requests"),
+        )),
+        None => Err(crate::service::refused(crate::service::Refusal::sign_in())),
     }
 }
 

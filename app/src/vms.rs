@@ -95,14 +95,18 @@ pub struct AuditFilter {
 #[server(endpoint = "vms/list")]
 pub async fn load_vms() -> Result<Vec<VmView>, ServerFnError> {
     let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
-    portal.0.vms(viewer).await.map_err(ServerFnError::new)
+    portal.0.vms(viewer).await.map_err(crate::service::refused)
 }
 
 /// One VM, if the viewer may see it.
 #[server(endpoint = "vms/show")]
 pub async fn load_vm(id: i64) -> Result<Option<VmView>, ServerFnError> {
     let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
-    portal.0.vm(viewer, id).await.map_err(ServerFnError::new)
+    portal
+        .0
+        .vm(viewer, id)
+        .await
+        .map_err(crate::service::refused)
 }
 
 /// Starts, stops, reboots or releases a VM (its owner or an admin); admins also `extend` the
@@ -119,7 +123,7 @@ pub async fn act_on_vm(
         .0
         .vm_action(viewer, id, action, hours, gpu)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::service::refused)
 }
 
 /// Stores the viewer's SSH public key (empty removes it).
@@ -130,7 +134,7 @@ pub async fn save_ssh_key(key: String) -> Result<(), ServerFnError> {
         .0
         .set_ssh_key(viewer, key)
         .await
-        .map_err(ServerFnError::new)
+        .map_err(crate::service::refused)
 }
 
 /// The audit log, newest first (admins).
@@ -138,7 +142,13 @@ pub async fn save_ssh_key(key: String) -> Result<(), ServerFnError> {
 pub async fn load_audit(filter: AuditFilter) -> Result<Vec<AuditEntry>, ServerFnError> {
     let (portal, viewer) = crate::inventory::signed_in_viewer().await?;
     if !viewer.is_admin {
-        return Err(ServerFnError::new("only admins read the audit log"));
+        return Err(crate::service::refused(
+            crate::service::Refusal::admins_only("only admins read the audit log"),
+        ));
     }
-    portal.0.audit(filter).await.map_err(ServerFnError::new)
+    portal
+        .0
+        .audit(filter)
+        .await
+        .map_err(crate::service::refused)
 }

@@ -89,10 +89,119 @@ pub fn routes() -> Router<AppState> {
         crate::jobs::agent_api::JobOrderForAgent, crate::jobs::agent_api::Progress,
         crate::jobs::agent_api::JobState, crate::jobs::agent_api::Outcome
     )),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonResponses),
     security(("bearer" = []), ("session" = []))
 )]
 pub struct ApiDoc;
+
+/// Adds to every operation the answers that any route can give besides its own: 401 without
+/// valid credentials, 403 for a state change refused (a request with the session cookie from
+/// another site, or one only admins may make), 400 for a path or query that does not parse, and
+/// 400, 415 and 422 for a JSON body that is not JSON, not labelled JSON, or not what the
+/// operation takes. All of them are `{"error": ...}` ([`json_errors`] sees to axum's own).
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                (false, &mut item.get),
+                (true, &mut item.put),
+                (true, &mut item.post),
+                (true, &mut item.delete),
+                (true, &mut item.patch),
+            ];
+            for (changes_state, operation) in operations {
+                if let Some(operation) = operation {
+                    add_common_responses(operation, changes_state);
+                }
+            }
+        }
+    }
+}
+
+fn add_common_responses(operation: &mut utoipa::openapi::path::Operation, changes_state: bool) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let public = operation.security.as_ref().is_some_and(|requirements| {
+        requirements
+            .iter()
+            .all(|r| serde_json::to_value(r).is_ok_and(|v| v == json!({})))
+    });
+    let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let json_body = operation
+        .request_body
+        .as_ref()
+        .is_some_and(|b| b.content.contains_key("application/json"));
+    let mut wanted = Vec::new();
+    if !public {
+        wanted.push(("401", "no valid credentials: sign in first"));
+    }
+    if changes_state {
+        wanted.push((
+            "403",
+            "refused: the session cookie sent from another site, or only admins may do this",
+        ));
+    }
+    if has_parameters {
+        wanted.push(("400", "a path or query parameter that does not parse"));
+    }
+    if json_body {
+        wanted.push(("400", "a body that is not valid JSON"));
+        wanted.push(("415", "a body without Content-Type: application/json"));
+        wanted.push(("422", "a JSON body that is not what this operation takes"));
+    }
+    for (status, description) in wanted {
+        operation
+            .responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| {
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .build(),
+                )
+            });
+    }
+}
+
+/// Axum answers a path, query or body that does not parse in plain text; under `/api/v1` every
+/// error is a JSON object `{"error": ...}` as the API's document says, so such answers are
+/// rewritten with the same status and message.
+pub async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let api = request.uri().path().starts_with("/api/v1/");
+    let response = next.run(request).await;
+    let failed = response.status().is_client_error() || response.status().is_server_error();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if !(api && failed && plain) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|_| parts.status.to_string());
+    let mut rewritten = (parts.status, Json(json!({ "error": text }))).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
+}
 
 struct SecuritySchemes;
 
@@ -154,6 +263,22 @@ impl ApiError {
     /// An error with this status and message.
     pub fn new(status: StatusCode, message: String) -> ApiError {
         ApiError { status, message }
+    }
+
+    /// The status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// What it tells the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(e.status(), e.to_string())
     }
 }
 

@@ -86,16 +86,23 @@ pub enum AuthError {
     Hash(String),
 }
 
-impl IntoResponse for AuthError {
-    fn into_response(self) -> Response {
-        let status = match &self {
+impl AuthError {
+    /// The HTTP status that answers it.
+    pub fn status(&self) -> StatusCode {
+        match self {
             AuthError::WrongCredentials => StatusCode::UNAUTHORIZED,
             AuthError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             AuthError::BadName | AuthError::WeakPassword => StatusCode::BAD_REQUEST,
             AuthError::Taken(_) => StatusCode::CONFLICT,
             AuthError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::Hash(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        }
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let status = self.status();
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
         if let AuthError::RateLimited(seconds) = self {
             response

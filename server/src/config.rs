@@ -124,7 +124,8 @@ impl Default for AgentSettings {
     }
 }
 
-/// What one job may use; the agent's sandbox enforces it.
+/// What one job may use (the agent's sandbox enforces it), and how many one user may queue on
+/// the shared native hosts (the portal enforces that).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobLimits {
@@ -134,6 +135,9 @@ pub struct JobLimits {
     pub gpu_memory_mib: u64,
     /// The plugin's own (WebAssembly) memory, in MiB.
     pub wasm_memory_mib: u64,
+    /// Unfinished (queued or running) jobs one user may have on the native hosts at once, so
+    /// that nobody fills a shared machine's queue; a VM's own agent has no such limit.
+    pub native_jobs_per_user: u64,
 }
 
 impl Default for JobLimits {
@@ -142,6 +146,7 @@ impl Default for JobLimits {
             time_limit_secs: 900,
             gpu_memory_mib: 64 << 10,
             wasm_memory_mib: 512,
+            native_jobs_per_user: 32,
         }
     }
 }
@@ -547,6 +552,7 @@ impl Config {
             ("jobs.time_limit_secs", self.jobs.time_limit_secs),
             ("jobs.gpu_memory_mib", self.jobs.gpu_memory_mib),
             ("jobs.wasm_memory_mib", self.jobs.wasm_memory_mib),
+            ("jobs.native_jobs_per_user", self.jobs.native_jobs_per_user),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));

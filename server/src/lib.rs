@@ -12,7 +12,7 @@ pub mod requests;
 pub mod scheduler;
 pub mod store;
 pub mod vms;
-mod web;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -16,7 +16,7 @@ use passage_app::account::TokenView;
 use passage_app::inventory::{InventoryView, Viewer};
 use passage_app::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
 use passage_app::requests::{Choices, RequestForm, RequestView};
-use passage_app::service::{BoxFuture, Portal, PortalService, RequestFailure};
+use passage_app::service::{BoxFuture, Portal, PortalService, Refusal, RequestFailure};
 use passage_app::vms::{AuditEntry, AuditFilter, VmView};
 use passage_app::{App, shell};
 use tower_http::compression::CompressionLayer;
@@ -50,26 +50,34 @@ pub fn site_options(config: &Config) -> LeptosOptions {
         .build()
 }
 
+/// Every route but the pages, their server functions and the static files: the API, the agents'
+/// API, the guests' seeds and agent binary, and the forms that post without script. Tests list
+/// what it serves (its `Debug` names each path) to hold each route to an authorization rule.
+pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+    Router::new()
+        .merge(crate::api::routes())
+        .merge(crate::jobs::api::routes(max_upload_bytes))
+        .merge(crate::jobs::agent_api::routes())
+        .route("/login", post(login_form))
+        .route("/logout", post(logout_form))
+}
+
 /// Pages, server functions, the API and static files in one router.
 pub fn router(state: AppState) -> Router {
-    let routes = generate_route_list(App);
+    let pages = generate_route_list(App);
     let handle = Portal(Arc::new(UiService {
         state: state.clone(),
     }));
     let options = state.leptos_options.clone();
-    Router::new()
-        .merge(crate::api::routes())
-        .merge(crate::jobs::api::routes(state.jobs.max_upload_bytes()))
-        .merge(crate::jobs::agent_api::routes())
-        .route("/login", post(login_form))
-        .route("/logout", post(logout_form))
+    routes(state.jobs.max_upload_bytes())
         .leptos_routes_with_context(
             &state,
-            routes,
+            pages,
             move || provide_context(handle.clone()),
             move || shell(options.clone()),
         )
         .fallback(file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn(crate::api::json_errors))
         .layer(axum::middleware::from_fn(auth::same_origin_guard))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
@@ -85,14 +93,14 @@ impl PortalService for UiService {
     fn viewer<'a>(
         &'a self,
         headers: &'a HeaderMap,
-    ) -> BoxFuture<'a, Result<Option<Viewer>, String>> {
+    ) -> BoxFuture<'a, Result<Option<Viewer>, Refusal>> {
         Box::pin(async move {
             let user = self
                 .state
                 .auth
                 .authenticate(headers)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(refusal)?;
             Ok(user.map(|u| Viewer {
                 id: u.id,
                 name: u.name,
@@ -101,46 +109,30 @@ impl PortalService for UiService {
         })
     }
 
-    fn snapshot(&self, viewer: Viewer) -> BoxFuture<'_, Result<InventoryView, String>> {
-        Box::pin(async move {
-            self.state
-                .inventory
-                .view(viewer)
-                .await
-                .map_err(|e| e.to_string())
-        })
+    fn snapshot(&self, viewer: Viewer) -> BoxFuture<'_, Result<InventoryView, Refusal>> {
+        Box::pin(async move { self.state.inventory.view(viewer).await.map_err(refusal) })
     }
 
-    fn refresh(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            self.state
-                .inventory
-                .refresh_all()
-                .await
-                .map_err(|e| e.to_string())
-        })
+    fn refresh(&self) -> BoxFuture<'_, Result<(), Refusal>> {
+        Box::pin(async move { self.state.inventory.refresh_all().await.map_err(refusal) })
     }
 
-    fn choices(&self) -> BoxFuture<'_, Result<Choices, String>> {
+    fn choices(&self) -> BoxFuture<'_, Result<Choices, Refusal>> {
         Box::pin(async move {
             crate::requests::choices(&self.state.store)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
-    fn requests(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<RequestView>, String>> {
+    fn requests(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<RequestView>, Refusal>> {
         Box::pin(async move {
             let scope = if viewer.is_admin {
                 None
             } else {
                 Some(viewer.id)
             };
-            self.state
-                .store
-                .requests(scope)
-                .await
-                .map_err(|e| e.to_string())
+            self.state.store.requests(scope).await.map_err(refusal)
         })
     }
 
@@ -161,7 +153,7 @@ impl PortalService for UiService {
                     crate::requests::RequestError::Invalid(fields) => {
                         RequestFailure::Invalid(fields)
                     }
-                    other => RequestFailure::Other(other.to_string()),
+                    other => RequestFailure::Other(refusal(other)),
                 })
         })
     }
@@ -171,31 +163,25 @@ impl PortalService for UiService {
         viewer: Viewer,
         id: i64,
         gpus: Vec<String>,
-    ) -> BoxFuture<'_, Result<(), String>> {
+    ) -> BoxFuture<'_, Result<(), Refusal>> {
         Box::pin(async move {
             let choice = crate::scheduler::Choice { host: None, gpus };
             crate::requests::approve_request(&self.state, &viewer.name, id, &choice)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
-    fn vms(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<VmView>, String>> {
-        Box::pin(async move {
-            self.state
-                .vms
-                .list(&user_of(viewer))
-                .await
-                .map_err(|e| e.to_string())
-        })
+    fn vms(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<VmView>, Refusal>> {
+        Box::pin(async move { self.state.vms.list(&user_of(viewer)).await.map_err(refusal) })
     }
 
-    fn vm(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<VmView>, String>> {
+    fn vm(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<VmView>, Refusal>> {
         Box::pin(async move {
             match self.state.vms.show(&user_of(viewer), id).await {
                 Ok(vm) => Ok(Some(vm)),
                 Err(crate::vms::VmError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(refusal(e)),
             }
         })
     }
@@ -207,22 +193,17 @@ impl PortalService for UiService {
         action: String,
         hours: Option<i64>,
         gpu: Option<String>,
-    ) -> BoxFuture<'_, Result<(), String>> {
+    ) -> BoxFuture<'_, Result<(), Refusal>> {
         Box::pin(async move {
             self.vm_action_for(viewer, id, action, hours, gpu)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
-    fn tokens(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<TokenView>, String>> {
+    fn tokens(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<TokenView>, Refusal>> {
         Box::pin(async move {
-            let tokens = self
-                .state
-                .store
-                .tokens(viewer.id)
-                .await
-                .map_err(|e| e.to_string())?;
+            let tokens = self.state.store.tokens(viewer.id).await.map_err(refusal)?;
             Ok(tokens
                 .into_iter()
                 .map(|t| TokenView {
@@ -236,73 +217,73 @@ impl PortalService for UiService {
         })
     }
 
-    fn create_token(&self, viewer: Viewer, name: String) -> BoxFuture<'_, Result<String, String>> {
+    fn create_token(&self, viewer: Viewer, name: String) -> BoxFuture<'_, Result<String, Refusal>> {
         Box::pin(async move {
             self.state
                 .auth
                 .create_token(&user_of(viewer), &name)
                 .await
                 .map(|(_, secret)| secret)
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
-    fn revoke_token(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>> {
+    fn revoke_token(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), Refusal>> {
         Box::pin(async move {
             match self.state.store.revoke_token(viewer.id, id).await {
                 Ok(true) => Ok(()),
-                Ok(false) => Err(format!("no token {id}")),
-                Err(e) => Err(e.to_string()),
+                Ok(false) => Err(Refusal::new(404, format!("no token {id}"))),
+                Err(e) => Err(refusal(e)),
             }
         })
     }
 
-    fn set_ssh_key(&self, viewer: Viewer, key: String) -> BoxFuture<'_, Result<(), String>> {
+    fn set_ssh_key(&self, viewer: Viewer, key: String) -> BoxFuture<'_, Result<(), Refusal>> {
         Box::pin(async move {
             let key = key.trim();
             let key = (!key.is_empty()).then_some(key);
             if let Some(key) = key {
-                crate::vms::api::check_ssh_key(key)?;
+                crate::vms::api::check_ssh_key(key).map_err(|e| Refusal::new(422, e))?;
             }
             self.state
                 .store
                 .set_ssh_key(viewer.id, key)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
-    fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, String>> {
+    fn audit(&self, filter: AuditFilter) -> BoxFuture<'_, Result<Vec<AuditEntry>, Refusal>> {
         Box::pin(async move {
             self.state
                 .store
                 .audit_entries(&filter, 500)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
-    fn plugins(&self) -> BoxFuture<'_, Result<Vec<PluginView>, String>> {
-        Box::pin(async move { self.state.jobs.plugins().await.map_err(|e| e.to_string()) })
+    fn plugins(&self) -> BoxFuture<'_, Result<Vec<PluginView>, Refusal>> {
+        Box::pin(async move { self.state.jobs.plugins().await.map_err(refusal) })
     }
 
-    fn plugin(&self, id: i64) -> BoxFuture<'_, Result<Option<PluginView>, String>> {
+    fn plugin(&self, id: i64) -> BoxFuture<'_, Result<Option<PluginView>, Refusal>> {
         Box::pin(async move {
             match self.state.jobs.plugin(id).await {
                 Ok(plugin) => Ok(Some(plugin)),
                 Err(crate::jobs::JobError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(refusal(e)),
             }
         })
     }
 
-    fn agents(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<AgentView>, String>> {
+    fn agents(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<AgentView>, Refusal>> {
         Box::pin(async move {
             self.state
                 .jobs
                 .agents(&user_of(viewer))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
@@ -310,24 +291,24 @@ impl PortalService for UiService {
         &self,
         viewer: Viewer,
         name: String,
-    ) -> BoxFuture<'_, Result<String, String>> {
+    ) -> BoxFuture<'_, Result<String, Refusal>> {
         Box::pin(async move {
             self.state
                 .jobs
                 .add_native_host(&user_of(viewer), &name)
                 .await
                 .map(|(_, token)| token)
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
-    fn revoke_agent(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>> {
+    fn revoke_agent(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), Refusal>> {
         Box::pin(async move {
             self.state
                 .jobs
                 .revoke_agent(&user_of(viewer), id)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
@@ -335,23 +316,23 @@ impl PortalService for UiService {
         &self,
         viewer: Viewer,
         order: JobOrder,
-    ) -> BoxFuture<'_, Result<Vec<i64>, String>> {
+    ) -> BoxFuture<'_, Result<Vec<i64>, Refusal>> {
         Box::pin(async move {
             self.state
                 .jobs
                 .queue(&user_of(viewer), &order)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
-    fn queue_suite(&self, viewer: Viewer, agent: i64) -> BoxFuture<'_, Result<String, String>> {
+    fn queue_suite(&self, viewer: Viewer, agent: i64) -> BoxFuture<'_, Result<String, Refusal>> {
         Box::pin(async move {
             self.state
                 .jobs
                 .queue_suite(&user_of(viewer), agent)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
@@ -359,43 +340,49 @@ impl PortalService for UiService {
         &self,
         viewer: Viewer,
         filter: JobFilter,
-    ) -> BoxFuture<'_, Result<Vec<JobView>, String>> {
+    ) -> BoxFuture<'_, Result<Vec<JobView>, Refusal>> {
         Box::pin(async move {
             self.state
                 .jobs
                 .jobs(&user_of(viewer), &filter)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
-    fn job(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<JobView>, String>> {
+    fn job(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<JobView>, Refusal>> {
         Box::pin(async move {
             match self.state.jobs.job(&user_of(viewer), id).await {
                 Ok(job) => Ok(Some(job)),
                 Err(crate::jobs::JobError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(refusal(e)),
             }
         })
     }
 
-    fn cancel_job(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), String>> {
+    fn cancel_job(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), Refusal>> {
         Box::pin(async move {
             self.state
                 .jobs
                 .cancel(&user_of(viewer), id)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
 
-    fn deny(&self, viewer: Viewer, id: i64, reason: String) -> BoxFuture<'_, Result<(), String>> {
+    fn deny(&self, viewer: Viewer, id: i64, reason: String) -> BoxFuture<'_, Result<(), Refusal>> {
         Box::pin(async move {
             crate::requests::deny_request(&self.state.store, &viewer.name, id, &reason)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(refusal)
         })
     }
+}
+
+/// A failure as a server function answers it: the status and message the API gives it.
+fn refusal(e: impl Into<crate::api::ApiError>) -> Refusal {
+    let e = e.into();
+    Refusal::new(e.status().as_u16(), e.message())
 }
 
 fn user_of(viewer: Viewer) -> auth::User {

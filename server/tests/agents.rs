@@ -75,6 +75,12 @@ impl Agent {
         Agent { child, cache }
     }
 
+    /// Whether the agent has written `text` to its log.
+    fn said(&self, text: &str) -> bool {
+        std::fs::read_to_string(self.cache.path().join("agent.log"))
+            .is_ok_and(|log| log.contains(text))
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -520,7 +526,7 @@ async fn a_killed_agent_fails_its_job_and_a_portal_that_comes_back_is_served_aga
 
     // The portal goes away while a job runs; the agent keeps trying, and when the portal is
     // back the job's own end is taken, not blamed on the agent.
-    let _process = Agent::start(&base, &token, 1);
+    let process = Agent::start(&base, &token, 1);
     online(&setup.ada, &base, agent, 1).await;
     let ids = queue(
         &setup.ada,
@@ -528,15 +534,28 @@ async fn a_killed_agent_fails_its_job_and_a_portal_that_comes_back_is_served_aga
         json!({"plugin": plugin, "agent": agent, "params": {"mode": "spin"}}),
     )
     .await;
-    while get(&setup.ada, format!("{base}/api/v1/jobs/{}", ids[0]))
-        .await
-        .1["state"]
-        != "running"
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::wait_for("the job to start", Duration::from_secs(30), || async {
+        let (_, job) = get(&setup.ada, format!("{base}/api/v1/jobs/{}", ids[0])).await;
+        if job["state"] == "running" {
+            Ok(())
+        } else {
+            Err(job.to_string())
+        }
+    })
+    .await;
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    common::wait_for(
+        "the agent to find the portal gone and keep trying",
+        Duration::from_secs(30),
+        || async {
+            if process.said("trying again in") {
+                Ok(())
+            } else {
+                Err("the agent's log says no retry yet".to_string())
+            }
+        },
+    )
+    .await;
     let (portal, base) = start(&setup).await;
     let job = ended(&setup.ada, &base, ids[0]).await;
     assert_eq!(job["state"], "failed");
@@ -637,7 +656,7 @@ async fn a_vm_agent_registers_with_its_seed_token_and_serves_only_its_owner() {
     };
 
     let token = seed_token(&setup, &base, vm).await;
-    let _process = Agent::start(&base, &token, 1);
+    let mut process = Agent::start(&base, &token, 1);
     let (_, agents) = get(&setup.ada, format!("{base}/api/v1/agents")).await;
     let agent = agents
         .as_array()
@@ -689,10 +708,12 @@ async fn a_vm_agent_registers_with_its_seed_token_and_serves_only_its_owner() {
         .status
         .success();
     if cuda_here {
-        eprintln!("this machine has a CUDA driver: skipping the agent without one");
+        passage_test_support::skip(
+            "this machine has a CUDA driver: the part on an agent without one does not run",
+        );
     } else {
-        drop(_process);
-        let _process = Agent::start_cuda(&base, &token);
+        process.kill();
+        let cuda = Agent::start_cuda(&base, &token);
         let deadline = Instant::now() + Duration::from_secs(30);
         let seen = loop {
             let (_, agents) = get(&setup.ada, format!("{base}/api/v1/agents")).await;
@@ -734,7 +755,19 @@ async fn a_vm_agent_registers_with_its_seed_token_and_serves_only_its_owner() {
             .await
             .unwrap();
         assert!(page.contains("This verdict rests on the guest"), "{page}");
+        // An agent that reports no GPU takes no job: one queued there would never start.
+        let (status, body) = post(
+            &setup.ada,
+            format!("{base}/api/v1/agents/{agent}/suite"),
+            json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        drop(cuda);
+        process = Agent::start(&base, &token, 1);
+        online(&setup.ada, &base, agent, 1).await;
     }
+    let _process = process;
 
     // The suite goes in one batch; releasing the VM cancels what is left and locks its agent out.
     let (status, batch) = post(

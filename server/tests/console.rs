@@ -15,8 +15,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::test]
 async fn the_console_websocket_carries_a_real_vms_vnc_stream_to_its_owner_only() {
-    let Ok(uri) = std::env::var("PASSAGE_TEST_LIBVIRT_URI") else {
-        eprintln!("PASSAGE_TEST_LIBVIRT_URI is not set: skipping the real console test");
+    let Some(uri) = passage_test_support::service(
+        "PASSAGE_TEST_LIBVIRT_URI",
+        "tests/services/libvirtd.sh start prints it; .ci/run sets it",
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -1,13 +1,15 @@
 //! The job queue in the database, on SQLite and PostgreSQL: a job is taken once however many
 //! processes ask, first in first out per agent, never onto a busy GPU; results are taken once;
-//! a cancelled job stays cancelled; jobs of a silent agent fail; a restarted agent's jobs fail.
+//! a cancelled job stays cancelled; jobs of a silent agent fail; a restarted agent's jobs fail;
+//! a user's unfinished jobs on native hosts stay within their limit however many submissions
+//! arrive at once; queued jobs for GPUs a restarted agent no longer reports fail.
 
 mod common;
 
 use passage_app::plugins::{DeviceView, JobFilter, JobResult, MetricView};
 use passage_plugin_host::{ParamKind, ParamSpec, ParamValue};
 use passage_server::store::{
-    AgentReport, JobEnd, NewJob, NewPlugin, Registered, Scope, Store, now_ms,
+    AgentReport, JobEnd, NewJob, NewPlugin, Queuing, Registered, Scope, Store, now_ms,
 };
 
 struct Queue {
@@ -73,6 +75,19 @@ async fn queue(url: &str) -> Queue {
 }
 
 impl Queue {
+    fn order(&self, agent: i64, device: Option<i64>) -> NewJob<'static> {
+        NewJob {
+            agent_id: agent,
+            plugin_id: self.plugin,
+            params_json: r#"[["size",1024]]"#,
+            device_wanted: device,
+            all_devices: false,
+            label: None,
+            batch: None,
+            requested_by: self.user,
+        }
+    }
+
     async fn job(&self, device: Option<i64>) -> i64 {
         self.store
             .create_job(&NewJob {
@@ -284,7 +299,8 @@ async fn jobs_of_silent_and_restarted_agents_fail() {
                     None,
                 )
                 .await
-                .unwrap(),
+                .unwrap()
+                .running_failed,
             1
         );
         let jobs = q
@@ -301,6 +317,144 @@ async fn jobs_of_silent_and_restarted_agents_fail() {
         assert_eq!(state(restarted).0, "failed");
         assert!(state(restarted).1.contains("restarted"));
         assert_eq!(q.store.agent_devices(q.agent).await.unwrap(), devices);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_native_limit_holds_for_submissions_that_arrive_at_once() {
+    common::on_every_backend(|url| async move {
+        let q = queue(&url).await;
+        let second = Store::open(&url).await.unwrap();
+        const LIMIT: i64 = 5;
+        // Forty submissions of one job each, over two pools (two portal replicas).
+        let mut submissions = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let store = if i % 2 == 0 {
+                q.store.clone()
+            } else {
+                second.clone()
+            };
+            let job = q.order(q.agent, None);
+            submissions.spawn(async move { store.queue_jobs(&[job], LIMIT).await.unwrap() });
+        }
+        let outcomes = submissions.join_all().await;
+        let queued = outcomes
+            .iter()
+            .filter(|o| matches!(o, Queuing::Queued(_)))
+            .count();
+        assert_eq!(queued as i64, LIMIT, "{outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Queuing::OverLimit { unfinished } => Some(*unfinished),
+                    Queuing::Queued(_) => None,
+                })
+                .all(|unfinished| unfinished == LIMIT),
+            "{outcomes:?}"
+        );
+        assert_eq!(q.store.unfinished_native_jobs(q.user).await.unwrap(), LIMIT);
+
+        // A batch goes in whole or not at all.
+        let first = q
+            .store
+            .jobs(Scope::All, &JobFilter::default(), 100)
+            .await
+            .unwrap()
+            .last()
+            .unwrap()
+            .id;
+        assert!(q.store.cancel_job(first, "make room").await.unwrap());
+        let batch = [q.order(q.agent, None), q.order(q.agent, None)];
+        assert_eq!(
+            q.store.queue_jobs(&batch, LIMIT).await.unwrap(),
+            Queuing::OverLimit {
+                unfinished: LIMIT - 1
+            }
+        );
+        assert_eq!(
+            q.store.unfinished_native_jobs(q.user).await.unwrap(),
+            LIMIT - 1
+        );
+        let Queuing::Queued(ids) = q.store.queue_jobs(&batch[..1], LIMIT).await.unwrap() else {
+            panic!("a cancelled job makes room for one")
+        };
+        assert_eq!(ids.len(), 1);
+
+        // Running jobs count; ended ones do not; a VM's own agent is not limited.
+        let running = q.store.take_job(q.agent, &[0]).await.unwrap().unwrap();
+        assert_eq!(q.store.unfinished_native_jobs(q.user).await.unwrap(), LIMIT);
+        let end = JobEnd {
+            state: "succeeded",
+            error: None,
+            result: None,
+        };
+        assert!(q.store.finish_job(q.agent, running.id, &end).await.unwrap());
+        assert_eq!(
+            q.store.unfinished_native_jobs(q.user).await.unwrap(),
+            LIMIT - 1
+        );
+        let vm_agent = q
+            .store
+            .create_agent("vm", "vm-7", None, "hash-of-vm-token", "system")
+            .await
+            .unwrap();
+        let many: Vec<_> = (0..10).map(|_| q.order(vm_agent, None)).collect();
+        let Queuing::Queued(ids) = q.store.queue_jobs(&many, LIMIT).await.unwrap() else {
+            panic!("a VM's agent is not a shared machine")
+        };
+        assert_eq!(ids.len(), 10);
+        second.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn queued_jobs_for_gpus_a_restarted_agent_does_not_report_fail_instead_of_blocking() {
+    common::on_every_backend(|url| async move {
+        let q = queue(&url).await;
+        let gone = q.job(Some(3)).await;
+        let behind = q.job(Some(0)).await;
+        let any = q.job(None).await;
+        let report = |devices| AgentReport {
+            hostname: "bench-01".into(),
+            agent_version: "0.1.0".into(),
+            backend: "fake".into(),
+            devices,
+            ..AgentReport::default()
+        };
+        let ended = q
+            .store
+            .record_registration(q.agent, &report(result().devices), None)
+            .await
+            .unwrap();
+        assert_eq!(ended.unrunnable_failed, 1);
+        let job = q.store.job(Scope::All, gone).await.unwrap().unwrap();
+        assert_eq!(job.state, "failed");
+        assert_eq!(
+            job.error.as_deref(),
+            Some("the agent reports no GPU 3 (it has 0 (0000:10:00.0))")
+        );
+        // The job behind it is not held up.
+        let taken = q.store.take_job(q.agent, &[0]).await.unwrap().unwrap();
+        assert_eq!(taken.id, behind);
+
+        // An agent that comes back without any GPU can run nothing that is queued.
+        let mut without = report(Vec::new());
+        without.cuda_problem = Some("libcuda.so.1 is not installed".into());
+        let ended = q
+            .store
+            .record_registration(q.agent, &without, None)
+            .await
+            .unwrap();
+        assert_eq!((ended.running_failed, ended.unrunnable_failed), (1, 1));
+        let job = q.store.job(Scope::All, any).await.unwrap().unwrap();
+        assert_eq!(job.state, "failed");
+        assert_eq!(
+            job.error.as_deref(),
+            Some("the agent reports no GPU: libcuda.so.1 is not installed")
+        );
     })
     .await;
 }

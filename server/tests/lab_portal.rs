@@ -28,14 +28,10 @@ const RIVAL: &str = "lab-rival";
 const BOOT_DIR: &str = "/var/lib/libvirt/images/passage-lab-boot";
 
 fn lab_uri() -> Option<String> {
-    let uri = std::env::var("PASSAGE_TEST_LAB_URI").ok();
-    if uri.is_none() {
-        eprintln!(
-            "SKIPPED: PASSAGE_TEST_LAB_URI is not set (start the IOMMU lab host with \
-             tests/services/iommu-host.sh start and export what it prints)"
-        );
-    }
-    uri
+    passage_test_support::service(
+        "PASSAGE_TEST_LAB_URI",
+        "as root, tests/services/iommu-host.sh start prints it; .ci/run sets it",
+    )
 }
 
 /// Runs `command` inside the lab host and returns its output.

@@ -117,14 +117,12 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn a_real_guest_fetches_its_seed_installs_the_agent_and_runs_a_job() {
-    let (Ok(uri), Ok(image)) = (
-        std::env::var("PASSAGE_TEST_LIBVIRT_URI"),
-        std::env::var("PASSAGE_TEST_GUEST_IMAGE"),
-    ) else {
-        eprintln!(
-            "SKIPPED: the real guest needs PASSAGE_TEST_LIBVIRT_URI (tests/services/libvirtd.sh \
-             start) and PASSAGE_TEST_GUEST_IMAGE (tests/services/guest-image.sh); .ci/run sets both"
-        );
+    let Some([uri, image]) = passage_test_support::services(
+        &["PASSAGE_TEST_LIBVIRT_URI", "PASSAGE_TEST_GUEST_IMAGE"],
+        "tests/services/libvirtd.sh start and tests/services/guest-image.sh print them; \
+         .ci/run sets both",
+    )
+    .map(|v| <[String; 2]>::try_from(v).expect("two values")) else {
         return;
     };
     let started = Instant::now();

@@ -104,8 +104,10 @@ fn form(model: &str) -> RequestForm {
 
 #[tokio::test]
 async fn the_portal_runs_vms_on_a_real_libvirtd_and_refuses_passthrough_without_an_iommu() {
-    let Ok(uri) = std::env::var("PASSAGE_TEST_LIBVIRT_URI") else {
-        eprintln!("PASSAGE_TEST_LIBVIRT_URI is not set: skipping the portal on a real libvirtd");
+    let Some(uri) = passage_test_support::service(
+        "PASSAGE_TEST_LIBVIRT_URI",
+        "tests/services/libvirtd.sh start prints it; .ci/run sets it",
+    ) else {
         return;
     };
     let pool = ScratchPool::new(&uri, "passage-test-portal");

@@ -81,8 +81,22 @@ async fn inventories_are_recorded_listed_and_aged() {
             .unwrap();
         assert_eq!(store.gpus().await.unwrap().len(), 8);
 
-        // A GPU that disappears is kept as missing; the others stay available.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // A GPU that disappears is kept as missing; the others stay available. Inventory times
+        // are milliseconds: the next inventory must come in a later one.
+        let recorded = passage_server::store::now_ms();
+        common::wait_for(
+            "the clock to pass a millisecond",
+            Duration::from_secs(1),
+            || async {
+                let now = passage_server::store::now_ms();
+                if now > recorded {
+                    Ok(())
+                } else {
+                    Err(format!("{now}"))
+                }
+            },
+        )
+        .await;
         store
             .record_inventory("a", &inventory, &gpus[1..], &[])
             .await

@@ -705,7 +705,21 @@ async fn reconciliation(url: String) {
     // The host was reset too (the simulated host starts empty): the running VM's domain is gone.
     let mut config = setup.config.clone();
     config.vms.provisioning_timeout_secs = 1;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The interrupted provisioning must be older than that timeout when the portal looks.
+    let interrupted_at = passage_server::store::now_ms();
+    common::wait_for(
+        "the interrupted provisioning to pass its timeout",
+        Duration::from_secs(5),
+        || async {
+            let age = passage_server::store::now_ms() - interrupted_at;
+            if age > 1000 {
+                Ok(())
+            } else {
+                Err(format!("{age} ms old"))
+            }
+        },
+    )
+    .await;
     let portal = Portal::start(config).await.unwrap();
     let base = format!("http://{}", portal.address);
     let vanished = vm_of(&setup.ada, &base, running, |v| v["state"] == "failed").await;

@@ -105,8 +105,10 @@ test('refresh asks the hosts again and shows the new inventory time', async () =
   const { page, errors } = await openHydrated();
   const stamp = page.locator('section.host[data-host="simulated"] .last-refresh');
   const before = await stamp.innerText();
-  // Inventory times have a resolution of one second.
-  await new Promise((resolve) => setTimeout(resolve, 1100));
+  // Inventory times have a resolution of one second: refresh once the clock is past the shown one.
+  const shown = Date.parse(before.replace(/^last inventory /, ''));
+  assert.ok(!Number.isNaN(shown), `an inventory time in ${JSON.stringify(before)}`);
+  await page.waitForFunction((at) => Date.now() >= at + 1000, shown, { timeout: 5_000, polling: 50 });
   await page.click('#refresh');
   await page.waitForFunction(
     (old) => document.querySelector('section.host[data-host="simulated"] .last-refresh')?.textContent !== old,

@@ -115,10 +115,26 @@ fn error_of(ended: &Ended) -> String {
 fn the_job_process_is_confined_while_the_plugin_runs() {
     let mut seen = String::new();
     let ended = run_job("spin", &["--timeout", "4"], |pid| {
-        // Wait until the plugin runs (the engine is up), then read what the kernel says.
-        std::thread::sleep(Duration::from_millis(2500));
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        // Wait until the process has confined itself (the seccomp filter is its last step before
+        // it loads the plugin), then read what the kernel says; the assertions below say what
+        // was last seen if that never happens.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut status = String::new();
+        while std::time::Instant::now() < deadline {
+            match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                Ok(now) if now.contains("Seccomp:\t2") => {
+                    status = now;
+                    break;
+                }
+                Ok(now) => status = now,
+                Err(e) => {
+                    status = format!("the job process is gone: {e}");
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
         seen = format!("{status}\n{limits}");
     });
     assert!(seen.contains("NoNewPrivs:\t1"), "{seen}");

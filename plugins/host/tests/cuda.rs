@@ -1,5 +1,6 @@
 //! Plugins on a real GPU through CUDA. Skipped, with the reason printed, where no CUDA driver is
-//! installed; `benches/gpu.sh` runs this on the GPU machine.
+//! installed; `benches/gpu.sh` runs this on the GPU machine, where it sets [`CUDA_REQUIRED`] and
+//! a missing GPU fails the tests instead.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,9 @@ use passage_gpu::cuda::CudaGpu;
 use passage_plugin_host::{
     LoadedPlugin, PluginEngine, PluginError, RunLimits, RunResult, resolve_params,
 };
+
+/// Set where a GPU is expected: without one the tests fail rather than skip.
+const CUDA_REQUIRED: &str = "PASSAGE_TEST_CUDA";
 
 fn plugin(name: &str, engine: &PluginEngine) -> LoadedPlugin {
     let dir = std::env::var_os("PASSAGE_PLUGIN_DIR")
@@ -58,7 +62,7 @@ fn plugins_on_a_real_gpu_verify_fail_cleanly_and_recover() {
     let gpu = match CudaGpu::open(0, None) {
         Ok(gpu) => gpu,
         Err(e) => {
-            println!("skipped: {e}");
+            passage_test_support::device_missing(CUDA_REQUIRED, &format!("no CUDA GPU: {e}"));
             return;
         }
     };
@@ -128,7 +132,7 @@ fn an_event_query_does_not_wait_for_the_device() {
     let mut gpu = match CudaGpu::open(0, None) {
         Ok(gpu) => gpu,
         Err(e) => {
-            println!("skipped: {e}");
+            passage_test_support::device_missing(CUDA_REQUIRED, &format!("no CUDA GPU: {e}"));
             return;
         }
     };

@@ -242,11 +242,10 @@ impl Drop for ScratchPool {
 }
 
 fn real_libvirt() -> Option<String> {
-    let uri = std::env::var("PASSAGE_TEST_LIBVIRT_URI").ok();
-    if uri.is_none() {
-        eprintln!("PASSAGE_TEST_LIBVIRT_URI is not set: skipping the real libvirtd test");
-    }
-    uri
+    passage_test_support::service(
+        "PASSAGE_TEST_LIBVIRT_URI",
+        "tests/services/libvirtd.sh start prints it; .ci/run sets it",
+    )
 }
 
 #[tokio::test]

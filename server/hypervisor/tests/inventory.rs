@@ -126,10 +126,10 @@ async fn a_remote_host_that_refuses_connections_is_reported_not_hung() {
 
 #[tokio::test]
 async fn a_real_libvirtd_is_inventoried_without_gpus_or_crashes() {
-    let Ok(uri) = std::env::var("PASSAGE_TEST_LIBVIRT_URI") else {
-        println!(
-            "skipped: PASSAGE_TEST_LIBVIRT_URI is not set (the CI script starts libvirtd and sets it)"
-        );
+    let Some(uri) = passage_test_support::service(
+        "PASSAGE_TEST_LIBVIRT_URI",
+        "tests/services/libvirtd.sh start prints it; .ci/run sets it",
+    ) else {
         return;
     };
     let host = LibvirtHost::new(uri.clone(), Duration::from_secs(60)).unwrap();

@@ -15,14 +15,10 @@ use passage_hypervisor::{Assignability, GpuVendors, Hotplug, LibvirtHost, PciAdd
 const POOL: &str = "passage-lab-test";
 
 fn lab_uri() -> Option<String> {
-    let uri = std::env::var("PASSAGE_TEST_LAB_URI").ok();
-    if uri.is_none() {
-        eprintln!(
-            "SKIPPED: PASSAGE_TEST_LAB_URI is not set (start the IOMMU lab host with \
-             tests/services/iommu-host.sh start and export what it prints)"
-        );
-    }
-    uri
+    passage_test_support::service(
+        "PASSAGE_TEST_LAB_URI",
+        "as root, tests/services/iommu-host.sh start prints it; .ci/run sets it",
+    )
 }
 
 /// Runs `command` inside the lab host and returns its output.

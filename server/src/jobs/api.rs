@@ -51,6 +51,7 @@ impl From<JobError> for ApiError {
                     JobError::NotFound(_) => StatusCode::NOT_FOUND,
                     JobError::Forbidden(_) => StatusCode::FORBIDDEN,
                     JobError::Conflict(_) => StatusCode::CONFLICT,
+                    JobError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
                     _ => StatusCode::UNPROCESSABLE_ENTITY,
                 };
                 ApiError::new(status, other.to_string())
@@ -81,7 +82,8 @@ pub struct Uploaded {
 /// Registers a plugin component (admins). The body is the `.wasm` file itself; the portal
 /// reads the plugin's `describe` in the sandbox and refuses anything that is not a plugin.
 #[utoipa::path(post, path = "/api/v1/plugins", tag = "plugins",
-    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    request_body(description = "the component's bytes (any content type; `application/wasm` is usual)",
+        content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream"))),
     responses((status = 201, body = Uploaded), (status = 200, body = Uploaded, description = "registered before"),
         (status = 403), (status = 409, description = "name and version taken by other contents"),
         (status = 413), (status = 422, description = "not a plugin")))]
@@ -266,7 +268,10 @@ pub struct Queued {
 /// Queues a plugin run on an agent you may use. Parameters are checked against the plugin's
 /// description (422 naming the parameter); `gpu: "each"` queues one job per GPU.
 #[utoipa::path(post, path = "/api/v1/jobs", tag = "jobs", request_body = JobOrder,
-    responses((status = 201, body = Queued), (status = 401), (status = 404), (status = 409), (status = 422)))]
+    responses((status = 201, body = Queued), (status = 401), (status = 404),
+        (status = 409, description = "the agent is revoked, its VM is not running, or it reports no GPU"),
+        (status = 422, description = "a parameter, or a GPU the agent does not report"),
+        (status = 429, description = "the per-user limit of unfinished jobs on native hosts")))]
 pub(crate) async fn queue_job(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -288,7 +293,8 @@ pub struct QueuedBatch {
 /// Queues the study's whole suite (its ten programs, with its sizes) on an agent.
 #[utoipa::path(post, path = "/api/v1/agents/{id}/suite", tag = "jobs",
     params(("id" = i64, Path, description = "agent id")),
-    responses((status = 201, body = QueuedBatch), (status = 401), (status = 404), (status = 409)))]
+    responses((status = 201, body = QueuedBatch), (status = 401), (status = 404), (status = 409),
+        (status = 429, description = "the per-user limit of unfinished jobs on native hosts")))]
 pub(crate) async fn queue_suite(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

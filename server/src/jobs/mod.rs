@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{User, new_secret, secret_hash};
 use crate::config::{AgentSettings, JobLimits, PluginSettings};
 use crate::store::{
-    AgentRecord, AgentReport, AuditRecord, JobEnd, NewJob, PluginRecord, Scope, Store, StoreError,
-    TakenJob, is_unique_violation, now_ms,
+    AgentRecord, AgentReport, AuditRecord, JobEnd, NewJob, PluginRecord, Queuing, Scope, Store,
+    StoreError, TakenJob, device_list, is_unique_violation, now_ms,
 };
 
 pub use registry::Registration;
@@ -42,6 +42,9 @@ pub enum JobError {
     /// The state does not allow it.
     #[error("{0}")]
     Conflict(String),
+    /// The caller has as many unfinished jobs as a limit allows.
+    #[error("{0}")]
+    TooMany(String),
     /// An uploaded component is not a usable plugin.
     #[error("{0}")]
     BadPlugin(String),
@@ -73,6 +76,21 @@ fn scope(user: &User) -> Scope {
     } else {
         Scope::User(user.id)
     }
+}
+
+/// True when two PCI addresses name the same function, whatever the case and however many
+/// digits the domain has (CUDA writes `00000000:10:00.0`, the kernel `0000:10:00.0`).
+fn same_pci_address(a: &str, b: &str) -> bool {
+    let normal = |text: &str| {
+        let text = text.trim().to_ascii_lowercase();
+        match text.split_once(':') {
+            Some((domain, rest)) if rest.contains(':') => {
+                format!("{:0>4}:{rest}", domain.trim_start_matches('0'))
+            }
+            _ => format!("0000:{text}"),
+        }
+    };
+    normal(a) == normal(b)
 }
 
 /// The resolved parameters as stored: `[name, value]` pairs in the plugin's order.
@@ -251,6 +269,13 @@ impl JobService {
                 agent.vm_state.as_deref().unwrap_or("gone")
             )));
         }
+        if agent.registered_at.is_some() && self.store.agent_devices(agent.id).await?.is_empty() {
+            return Err(JobError::Conflict(format!(
+                "{} reports no GPU, so a job there would never start; run it where the agent \
+                 reports GPUs",
+                agent.name
+            )));
+        }
         Ok(agent)
     }
 
@@ -278,6 +303,7 @@ impl JobService {
                 plugin.view.name
             )));
         }
+        let registered = agent.registered_at.is_some();
         let wanted: Vec<Option<i64>> = match gpu {
             _ if all => vec![None],
             "" | "any" => vec![None],
@@ -288,39 +314,78 @@ impl JobService {
                 )));
             }
             "each" => devices.iter().map(|d| Some(d.index)).collect(),
-            index => {
-                let index: i64 = index.parse().map_err(|_| {
-                    JobError::Invalid(format!("gpu: {index:?} is not any, each or a GPU index"))
-                })?;
-                if !devices.is_empty() && !devices.iter().any(|d| d.index == index) {
+            named => {
+                let index = named.parse::<i64>().ok();
+                let address = named.contains(':').then_some(named);
+                if index.is_none() && address.is_none() {
                     return Err(JobError::Invalid(format!(
-                        "gpu: {} has no GPU {index}",
+                        "gpu: {named:?} is not any, each, a GPU index or a PCI address"
+                    )));
+                }
+                if !registered {
+                    return Err(JobError::Invalid(format!(
+                        "gpu: {} has not reported its GPUs yet, so GPU {named} may not exist \
+                         there; choose any, or wait until its agent has started",
                         agent.name
                     )));
                 }
-                vec![Some(index)]
+                let found = devices.iter().find(|d| {
+                    Some(d.index) == index
+                        || address.is_some_and(|a| same_pci_address(a, &d.pci_bus_id))
+                });
+                match found {
+                    Some(device) => vec![Some(device.index)],
+                    None => {
+                        return Err(JobError::Invalid(format!(
+                            "gpu: {} has no GPU {named}; it reports {}",
+                            agent.name,
+                            device_list(&devices)
+                        )));
+                    }
+                }
             }
         };
         let params = params_json(&resolved);
-        let mut ids = Vec::with_capacity(wanted.len());
-        for device in wanted {
-            ids.push(
-                self.store
-                    .create_job(&NewJob {
-                        agent_id: agent.id,
-                        plugin_id: plugin.view.id,
-                        params_json: &params,
-                        device_wanted: device,
-                        all_devices: all,
-                        label: None,
-                        batch: None,
-                        requested_by: user.id,
-                    })
-                    .await?,
-            );
-        }
+        let jobs: Vec<NewJob> = wanted
+            .into_iter()
+            .map(|device| NewJob {
+                agent_id: agent.id,
+                plugin_id: plugin.view.id,
+                params_json: &params,
+                device_wanted: device,
+                all_devices: all,
+                label: None,
+                batch: None,
+                requested_by: user.id,
+            })
+            .collect();
+        let ids = self.queue_all(&agent, &jobs).await?;
         tracing::info!(plugin = %plugin.view.name, agent = %agent.name, jobs = ?ids, user = %user.name, "jobs queued");
         Ok(ids)
+    }
+
+    /// Queues `jobs` (one user's) on `agent`, all or none, within the per-user limit on the
+    /// native hosts.
+    async fn queue_all(
+        &self,
+        agent: &AgentRecord,
+        jobs: &[NewJob<'_>],
+    ) -> Result<Vec<i64>, JobError> {
+        let limit = self.limits.native_jobs_per_user;
+        match self
+            .store
+            .queue_jobs(jobs, i64::try_from(limit).unwrap_or(i64::MAX))
+            .await?
+        {
+            Queuing::Queued(ids) => Ok(ids),
+            Queuing::OverLimit { unfinished } => Err(JobError::TooMany(format!(
+                "you have {unfinished} unfinished job(s) on the native hosts and {} more on {} \
+                 would pass the limit of {limit} per user (jobs.native_jobs_per_user); wait for \
+                 some to end or cancel them",
+                jobs.len(),
+                agent.name
+            ))),
+        }
     }
 
     /// Queues every run of the study's suite, with the study's sizes, on one agent; returns the
@@ -351,20 +416,20 @@ impl JobService {
             ));
         }
         let batch = batch_name(agent.id);
-        for (label, plugin_id, params, all_devices) in &planned {
-            self.store
-                .create_job(&NewJob {
-                    agent_id: agent.id,
-                    plugin_id: *plugin_id,
-                    params_json: params,
-                    device_wanted: None,
-                    all_devices: *all_devices,
-                    label: Some(label),
-                    batch: Some(&batch),
-                    requested_by: user.id,
-                })
-                .await?;
-        }
+        let jobs: Vec<NewJob> = planned
+            .iter()
+            .map(|(label, plugin_id, params, all_devices)| NewJob {
+                agent_id: agent.id,
+                plugin_id: *plugin_id,
+                params_json: params,
+                device_wanted: None,
+                all_devices: *all_devices,
+                label: Some(label),
+                batch: Some(&batch),
+                requested_by: user.id,
+            })
+            .collect();
+        self.queue_all(&agent, &jobs).await?;
         tracing::info!(agent = %agent.name, %batch, jobs = planned.len(), "the study's suite is queued");
         Ok(batch)
     }
@@ -444,12 +509,15 @@ impl JobService {
             }
             None => None,
         };
-        let failed = self
+        let ended = self
             .store
             .record_registration(agent.id, report, verdict.as_deref())
             .await?;
-        if failed > 0 {
-            tracing::warn!(agent = %agent.name, jobs = failed, "the agent restarted: its running jobs failed");
+        if ended.running_failed > 0 {
+            tracing::warn!(agent = %agent.name, jobs = ended.running_failed, "the agent restarted: its running jobs failed");
+        }
+        if ended.unrunnable_failed > 0 {
+            tracing::warn!(agent = %agent.name, jobs = ended.unrunnable_failed, "queued jobs for GPUs the agent does not report failed");
         }
         if let Some(vm) = agent.vm_id {
             self.audit(AuditRecord {

@@ -31,6 +31,8 @@ pub struct AgentRecord {
     pub vm_state: Option<String>,
     /// When its token was revoked.
     pub revoked_at: Option<i64>,
+    /// When its process last registered; until then its GPUs are unknown.
+    pub registered_at: Option<i64>,
 }
 
 /// A new job.
@@ -52,6 +54,19 @@ pub struct NewJob<'a> {
     pub batch: Option<&'a str>,
     /// Who queues it.
     pub requested_by: i64,
+}
+
+/// How queuing a set of jobs went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Queuing {
+    /// Every job is queued: their ids, in order.
+    Queued(Vec<i64>),
+    /// None is queued: the user has `unfinished` jobs on the native hosts already, and these
+    /// would take them past the limit.
+    OverLimit {
+        /// The user's queued and running jobs on native hosts.
+        unfinished: i64,
+    },
 }
 
 /// A job taken by an agent, with what the agent needs to run it.
@@ -79,7 +94,7 @@ pub struct JobEnd<'a> {
 }
 
 const AGENT_COLUMNS: &str = "a.id, a.kind, a.name, a.vm_id, v.user_id AS vm_owner, \
-    v.state AS vm_state, a.revoked_at";
+    v.state AS vm_state, a.revoked_at, a.registered_at";
 
 fn agent_record(row: &AnyRow) -> Result<AgentRecord, StoreError> {
     Ok(AgentRecord {
@@ -90,6 +105,7 @@ fn agent_record(row: &AnyRow) -> Result<AgentRecord, StoreError> {
         vm_owner: row.try_get("vm_owner")?,
         vm_state: row.try_get("vm_state")?,
         revoked_at: row.try_get("revoked_at")?,
+        registered_at: row.try_get("registered_at")?,
     })
 }
 
@@ -159,6 +175,27 @@ pub struct AgentReport {
     pub run_as: Option<String>,
     /// Why the CUDA driver could not be used.
     pub cuda_problem: Option<String>,
+}
+
+/// What a registration ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistrationOutcome {
+    /// Jobs that were running when the agent restarted.
+    pub running_failed: u64,
+    /// Queued jobs for GPUs the agent does not report.
+    pub unrunnable_failed: u64,
+}
+
+/// GPUs as people name them: `0 (0000:10:00.0), 1 (0000:11:00.0)`, or `no GPU`.
+pub fn device_list(devices: &[DeviceView]) -> String {
+    if devices.is_empty() {
+        return "no GPU".into();
+    }
+    devices
+        .iter()
+        .map(|d| format!("{} ({})", d.index, d.pci_bus_id))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A job's stored parameters (`[name, value]` pairs) as `name`, text: what people read and
@@ -309,13 +346,14 @@ impl Store {
     }
 
     /// What an agent said about itself when it (re)started, and the verdict on its GPUs.
-    /// Jobs it was running are failed: the process that ran them is gone.
+    /// Jobs it was running are failed: the process that ran them is gone. So are queued jobs
+    /// that cannot start on the GPUs it reports, so that they never block its queue.
     pub async fn record_registration(
         &self,
         id: i64,
         report: &AgentReport,
         verification: Option<&str>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<RegistrationOutcome, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -346,8 +384,49 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Queued jobs that can never start here would hold the queue's head for ever: a job for a
+        // GPU the agent no longer reports, or any job on an agent that reports none.
+        let indexes: Vec<i64> = report.devices.iter().map(|d| d.index).collect();
+        let queued = sqlx::query(
+            "SELECT id, device_wanted FROM jobs WHERE agent_id = $1 AND state = 'queued'",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut unrunnable = 0;
+        for row in queued {
+            let wanted: Option<i64> = row.try_get("device_wanted")?;
+            let why = match wanted {
+                _ if indexes.is_empty() => format!(
+                    "the agent reports no GPU{}",
+                    report
+                        .cuda_problem
+                        .as_deref()
+                        .map(|p| format!(": {p}"))
+                        .unwrap_or_default()
+                ),
+                Some(index) if !indexes.contains(&index) => format!(
+                    "the agent reports no GPU {index} (it has {})",
+                    device_list(&report.devices)
+                ),
+                _ => continue,
+            };
+            unrunnable += sqlx::query(
+                "UPDATE jobs SET state = 'failed', finished_at = $1, updated_at = $1, error = $2
+                 WHERE id = $3 AND state = 'queued'",
+            )
+            .bind(now)
+            .bind(why)
+            .bind(row.try_get::<i64, _>("id")?)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
         tx.commit().await?;
-        Ok(failed)
+        Ok(RegistrationOutcome {
+            running_failed: failed,
+            unrunnable_failed: unrunnable,
+        })
     }
 
     /// Agents in `scope`; those not seen since `online_after` (Unix ms) are offline.
@@ -442,6 +521,83 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get("id")?)
+    }
+
+    /// Queues `jobs`, all of one user for one agent, all or none. On a native host the user's
+    /// unfinished (queued or running) jobs there, these included, may not pass `native_limit`.
+    ///
+    /// The limit holds however many submissions arrive at once: the transaction first writes
+    /// the user's row (`jobs_queued_at`), which serialises one user's queuing on both databases
+    /// (PostgreSQL's row lock, SQLite's single writer), and each insert is conditional on the
+    /// count in the same statement. A job the condition refuses rolls every one back.
+    pub async fn queue_jobs(
+        &self,
+        jobs: &[NewJob<'_>],
+        native_limit: i64,
+    ) -> Result<Queuing, StoreError> {
+        let Some(first) = jobs.first() else {
+            return Ok(Queuing::Queued(Vec::new()));
+        };
+        debug_assert!(
+            jobs.iter()
+                .all(|j| j.requested_by == first.requested_by && j.agent_id == first.agent_id),
+            "one user's jobs for one agent"
+        );
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE users SET jobs_queued_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(first.requested_by)
+            .execute(&mut *tx)
+            .await?;
+        let mut ids = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let row = sqlx::query(
+                "INSERT INTO jobs (agent_id, plugin_id, params_json, device_wanted, all_devices,
+                     label, batch, requested_by, created_at, updated_at)
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $9
+                 WHERE NOT EXISTS (SELECT 1 FROM agents WHERE id = $1 AND kind = 'host')
+                    OR (SELECT COUNT(*) FROM jobs j JOIN agents a ON a.id = j.agent_id
+                        WHERE j.requested_by = $8 AND a.kind = 'host'
+                          AND j.state IN ('queued', 'running')) < $10
+                 RETURNING id",
+            )
+            .bind(job.agent_id)
+            .bind(job.plugin_id)
+            .bind(job.params_json)
+            .bind(job.device_wanted)
+            .bind(job.all_devices)
+            .bind(job.label)
+            .bind(job.batch)
+            .bind(job.requested_by)
+            .bind(now)
+            .bind(native_limit)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                Some(row) => ids.push(row.try_get("id")?),
+                None => {
+                    tx.rollback().await?;
+                    return Ok(Queuing::OverLimit {
+                        unfinished: self.unfinished_native_jobs(first.requested_by).await?,
+                    });
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(Queuing::Queued(ids))
+    }
+
+    /// The user's queued and running jobs on native hosts.
+    pub async fn unfinished_native_jobs(&self, user_id: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS unfinished FROM jobs j JOIN agents a ON a.id = j.agent_id
+             WHERE j.requested_by = $1 AND a.kind = 'host' AND j.state IN ('queued', 'running')",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("unfinished")?)
     }
 
     /// Gives the agent its oldest queued job if the GPUs it needs are free: `free` are the

@@ -29,7 +29,10 @@ mod vms;
 pub use accounts::{ApiTokenRecord, UserRecord, is_unique_violation};
 pub use claims::{ClaimOutcome, FreeGpu, Image, RequestNeeds};
 pub use domains::{SeenDomain, UnknownDomain};
-pub use jobs::{AgentRecord, AgentReport, JobEnd, NewJob, Scope, TakenJob, param_texts};
+pub use jobs::{
+    AgentRecord, AgentReport, JobEnd, NewJob, Queuing, RegistrationOutcome, Scope, TakenJob,
+    device_list, param_texts,
+};
 pub use plugins::{NewPlugin, PluginRecord, Registered, param_view};
 pub use vms::{AuditRecord, ProvisionPlan, QuotaOverride, VmParts, VmRecord};
 

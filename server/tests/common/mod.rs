@@ -53,16 +53,16 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
     }
 }
 
+/// The password of every user [`token_for`] makes.
+pub const PASSWORD: &str = "a long enough password";
+
 /// Creates a user in the configured database and returns an API token for it.
 pub async fn token_for(config: &Config, name: &str, admin: bool) -> String {
     let store = passage_server::store::Store::open(&config.database_url)
         .await
         .unwrap();
     let auth = passage_server::auth::Auth::new(store.clone());
-    let user = auth
-        .add_user(name, "a long enough password", admin)
-        .await
-        .unwrap();
+    let user = auth.add_user(name, PASSWORD, admin).await.unwrap();
     let (_, token) = auth.create_token(&user, "tests").await.unwrap();
     store.close().await;
     token
@@ -94,8 +94,10 @@ where
     ))
     .await;
 
-    let Ok(admin_url) = std::env::var("PASSAGE_TEST_POSTGRES_URL") else {
-        println!("PostgreSQL part skipped: PASSAGE_TEST_POSTGRES_URL is not set");
+    let Some(admin_url) = passage_test_support::service(
+        "PASSAGE_TEST_POSTGRES_URL",
+        "tests/services/postgres.sh start prints it, .ci/run sets it; the SQLite half ran",
+    ) else {
         return;
     };
     sqlx::any::install_default_drivers();
@@ -136,4 +138,63 @@ pub async fn simulated_inventory() -> (
         &passage_hypervisor::GpuVendors::default(),
     );
     (inventory, gpus)
+}
+
+/// Registers a plugin record `name` with one integer parameter `size` in the configured
+/// database, as the registry would after reading its `describe`; returns its id. The component
+/// bytes are a stand-in: nothing here runs it.
+pub async fn stand_in_plugin(config: &Config, name: &str) -> i64 {
+    use passage_plugin_host::{ParamKind, ParamSpec, ParamValue};
+    use passage_server::store::{NewPlugin, Registered};
+    let store = passage_server::store::Store::open(&config.database_url)
+        .await
+        .unwrap();
+    let params = [ParamSpec {
+        name: "size".into(),
+        summary: "elements".into(),
+        kind: ParamKind::Integer,
+        default: ParamValue::Integer(1024),
+        min: Some(1.0),
+        max: None,
+        unit: String::new(),
+    }];
+    let component = format!("\0asm a stand-in for {name}").into_bytes();
+    let sha256 = passage_server::auth::secret_hash(name);
+    let registered = store
+        .register_plugin(&NewPlugin {
+            name,
+            version: "1.0.0",
+            summary: "a stand-in",
+            params: &params,
+            sha256: &sha256,
+            component: &component,
+            shipped: false,
+            all_gpus: false,
+            uploaded_by: "tests",
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    match registered {
+        Registered::New(id) | Registered::Known(id) => id,
+    }
+}
+
+/// Polls `check` every 50 ms until it gives a value or `within` has passed; then fails with
+/// `what` (what was waited for) and the last state `check` described.
+pub async fn wait_for<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(state) if std::time::Instant::now() >= deadline => {
+                panic!("waited {within:?} for {what}; last seen: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
