@@ -193,6 +193,20 @@ fn matrix() -> Vec<Row> {
         ),
         row("GET /api/v1/audit", "/api/v1/audit", N, admins("200")),
         row(
+            "GET /api/v1/unknown-domains",
+            "/api/v1/unknown-domains",
+            N,
+            admins("200"),
+        ),
+        // The fixture's host has no unknown domain: an admin gets past authorization to the
+        // domain's absence.
+        row(
+            "POST /api/v1/unknown-domains/{host}/{uuid}",
+            "/api/v1/unknown-domains/gpu-01/6f0e4a52-8d0e-4e43-a3a7-0d6f6c1b9a01",
+            J(json!({ "decision": "keep" })),
+            admins("422"),
+        ),
+        row(
             "GET /api/v1/users/{name}/quota",
             "/api/v1/users/ada/quota",
             N,
