@@ -77,6 +77,34 @@ struct ConfigFile {
     plugins: Option<PluginsFile>,
     agents: Option<AgentSettings>,
     jobs: Option<JobLimits>,
+    http: Option<HttpFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    request_timeout_secs: Option<u64>,
+    max_concurrent_requests: Option<usize>,
+}
+
+/// How the portal's HTTP server protects itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// The longest a request may take, reading its body included. Long-lived exchanges (the
+    /// console websocket, plugin uploads, agents' job results) are bounded by an idle timeout of
+    /// the same length instead.
+    pub request_timeout: Duration,
+    /// Requests served at once; one more is answered 503 at once instead of queueing.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            request_timeout: Duration::from_secs(120),
+            max_concurrent_requests: 512,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,6 +343,8 @@ pub struct Config {
     pub agents: AgentSettings,
     /// What one job may use.
     pub jobs: JobLimits,
+    /// Timeouts and concurrency of the HTTP server.
+    pub http: HttpSettings,
 }
 
 impl Config {
@@ -407,6 +437,17 @@ impl Config {
                 .map(|mib| mib << 20)
                 .unwrap_or(PluginSettings::default().max_upload_bytes),
         };
+        let http_file = file.http.unwrap_or_default();
+        let defaults = HttpSettings::default();
+        let http = HttpSettings {
+            request_timeout: http_file
+                .request_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.request_timeout),
+            max_concurrent_requests: http_file
+                .max_concurrent_requests
+                .unwrap_or(defaults.max_concurrent_requests),
+        };
         let config = Config {
             listen,
             database_url,
@@ -442,6 +483,7 @@ impl Config {
             plugins,
             agents: file.agents.unwrap_or_default(),
             jobs: file.jobs.unwrap_or_default(),
+            http,
             data_dir,
         };
         for (name, _) in env {
@@ -535,6 +577,27 @@ impl Config {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        if self.http.request_timeout.is_zero() {
+            return Err(invalid(
+                "http.request_timeout_secs",
+                "must be at least 1 second".into(),
+            ));
+        }
+        if self.http.request_timeout.as_secs() <= self.vms.shutdown_grace_secs {
+            return Err(invalid(
+                "http.request_timeout_secs",
+                format!(
+                    "must be longer than vms.shutdown_grace_secs ({} s): stopping a VM waits that long for its guest",
+                    self.vms.shutdown_grace_secs
+                ),
+            ));
+        }
+        if self.http.max_concurrent_requests == 0 {
+            return Err(invalid(
+                "http.max_concurrent_requests",
+                "must be at least 1".into(),
+            ));
+        }
         if self.agents.offline_after_secs < 2 * self.agents.heartbeat_secs {
             return Err(invalid(
                 "agents.offline_after_secs",
@@ -590,6 +653,12 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.listen))
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// True when people reach the portal over TLS (its public URL is `https://`): browsers are
+    /// then told to use nothing else (HSTS).
+    pub fn served_over_tls(&self) -> bool {
+        self.public_url().starts_with("https://")
     }
 
     /// The libvirt URI to open for a host: `simulated` becomes the bundled host file.
@@ -852,6 +921,34 @@ mod tests {
             err.to_string().starts_with("inventory.refresh_secs:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_are_checked() {
+        let config = from("", &[]).unwrap();
+        assert_eq!(config.http, HttpSettings::default());
+        assert!(!config.served_over_tls());
+        let config = from(
+            "[http]\nrequest_timeout_secs = 90\nmax_concurrent_requests = 8\n\n[vms]\npublic_url = \"https://portal.example\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.http.request_timeout, Duration::from_secs(90));
+        assert_eq!(config.http.max_concurrent_requests, 8);
+        assert!(config.served_over_tls());
+        for (text, key) in [
+            (
+                "[http]\nrequest_timeout_secs = 30\n",
+                "http.request_timeout_secs:",
+            ),
+            (
+                "[http]\nmax_concurrent_requests = 0\n",
+                "http.max_concurrent_requests:",
+            ),
+        ] {
+            let err = from(text, &[]).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{text}: {err}");
+        }
     }
 
     #[test]

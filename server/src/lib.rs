@@ -6,6 +6,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod guard;
 pub mod inventory;
 pub mod jobs;
 pub mod requests;
@@ -202,7 +203,7 @@ impl Portal {
             vms: vms.clone(),
             jobs: jobs.clone(),
         };
-        let router = web::router(state);
+        let router = web::router(state, &config.http, config.served_over_tls());
 
         let shutdown = CancellationToken::new();
         // The first inventory runs in the background so that the portal answers at once.

@@ -1,4 +1,5 @@
-//! Serves the Leptos UI: server-rendered pages, their server functions, and the browser assets.
+//! Serves the Leptos UI: server-rendered pages, their server functions, and the browser assets;
+//! and puts every route, the API's included, behind the guards of [`crate::guard`].
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use axum::routing::post;
 use axum::{Form, Router};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
-use leptos_axum::{LeptosRoutes, file_and_error_handler, generate_route_list};
+use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
 use passage_app::account::TokenView;
 use passage_app::inventory::{InventoryView, Viewer};
 use passage_app::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
@@ -20,11 +21,13 @@ use passage_app::service::{BoxFuture, Portal, PortalService, RequestFailure};
 use passage_app::vms::{AuditEntry, AuditFilter, VmView};
 use passage_app::{App, shell};
 use tower_http::compression::CompressionLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
 use crate::auth::{self, AuthError};
-use crate::config::Config;
+use crate::config::{Config, HttpSettings};
+use crate::guard::{self, ConcurrencyLimit};
 
 /// The name of the browser bundle: `pkg/passage.js` and `pkg/passage_bg.wasm`.
 const OUTPUT_NAME: &str = "passage";
@@ -50,30 +53,53 @@ pub fn site_options(config: &Config) -> LeptosOptions {
         .build()
 }
 
-/// Pages, server functions, the API and static files in one router.
-pub fn router(state: AppState) -> Router {
+/// Pages, server functions, the API and static files in one router. Every response carries the
+/// security headers (`over_tls`: HSTS too); requests beyond `http.max_concurrent_requests` are
+/// refused at once; every request but the long-lived ones (console, uploads) has
+/// `http.request_timeout` to finish, and those have it as an idle limit on their body.
+pub fn router(state: AppState, http: &HttpSettings, over_tls: bool) -> Router {
     let routes = generate_route_list(App);
     let handle = Portal(Arc::new(UiService {
         state: state.clone(),
     }));
     let options = state.leptos_options.clone();
-    Router::new()
+    let context = move || {
+        provide_context(handle.clone());
+        guard::set_page_policy();
+    };
+    let bounded = Router::new()
         .merge(crate::api::routes())
-        .merge(crate::jobs::api::routes(state.jobs.max_upload_bytes()))
+        .merge(crate::jobs::api::routes())
         .merge(crate::jobs::agent_api::routes())
         .route("/login", post(login_form))
         .route("/logout", post(logout_form))
-        .leptos_routes_with_context(
-            &state,
-            routes,
-            move || provide_context(handle.clone()),
-            move || shell(options.clone()),
-        )
-        .fallback(file_and_error_handler::<AppState, _>(shell))
+        .leptos_routes_with_context(&state, routes, context.clone(), move || {
+            shell(options.clone())
+        })
+        .fallback(file_and_error_handler_with_context::<AppState, _>(
+            context, shell,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            http.request_timeout,
+            guard::limit_time,
+        ));
+    let long_lived = Router::new()
+        .merge(crate::vms::api::console_routes())
+        .merge(crate::jobs::api::upload_routes(
+            state.jobs.max_upload_bytes(),
+        ))
+        .merge(crate::jobs::agent_api::upload_routes())
+        .layer(RequestBodyTimeoutLayer::new(http.request_timeout));
+    let router = bounded
+        .merge(long_lived)
         .layer(axum::middleware::from_fn(auth::same_origin_guard))
         .layer(CompressionLayer::new())
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            ConcurrencyLimit::new(http.max_concurrent_requests),
+            guard::limit_concurrency,
+        ))
+        .layer(TraceLayer::new_for_http());
+    guard::with_security_headers(router, over_tls).with_state(state)
 }
 
 /// What the pages' server functions reach: the same state, rules and checks as the API.

@@ -15,8 +15,23 @@ use crate::AppState;
 use crate::api::ApiError;
 use crate::auth::{Admin, CurrentUser};
 
-/// The routes of this module.
-pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+/// The routes of this module but the uploads.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/plugins", get(list_plugins))
+        .route("/api/v1/plugins/{id}", get(show_plugin))
+        .route("/api/v1/plugins/{id}/component", get(plugin_component))
+        .route("/api/v1/agents", get(list_agents).post(add_agent))
+        .route("/api/v1/agents/{id}", delete(revoke_agent))
+        .route("/api/v1/agents/{id}/suite", post(queue_suite))
+        .route("/api/v1/jobs", get(list_jobs).post(queue_job))
+        .route("/api/v1/jobs/{id}", get(show_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+}
+
+/// The plugin uploads (API and form): a large component over a slow link takes as long as it
+/// takes, so they are routed outside the request time limit (an idle body is still cut).
+pub fn upload_routes(max_upload_bytes: u64) -> Router<AppState> {
     // Room for the multipart framing around the largest component taken.
     let body_limit = usize::try_from(max_upload_bytes)
         .unwrap_or(usize::MAX)
@@ -24,22 +39,12 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/plugins",
-            get(list_plugins)
-                .post(upload_plugin)
-                .layer(DefaultBodyLimit::max(body_limit)),
+            post(upload_plugin).layer(DefaultBodyLimit::max(body_limit)),
         )
-        .route("/api/v1/plugins/{id}", get(show_plugin))
-        .route("/api/v1/plugins/{id}/component", get(plugin_component))
         .route(
             "/plugins/upload",
             post(upload_form).layer(DefaultBodyLimit::max(body_limit)),
         )
-        .route("/api/v1/agents", get(list_agents).post(add_agent))
-        .route("/api/v1/agents/{id}", delete(revoke_agent))
-        .route("/api/v1/agents/{id}/suite", post(queue_suite))
-        .route("/api/v1/jobs", get(list_jobs).post(queue_job))
-        .route("/api/v1/jobs/{id}", get(show_job))
-        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
 }
 
 impl From<JobError> for ApiError {

@@ -50,6 +50,7 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
             offline_after_secs: 3,
         },
         jobs: Default::default(),
+        http: Default::default(),
     }
 }
 
