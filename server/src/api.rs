@@ -274,7 +274,11 @@ async fn login(
 ) -> Result<Response, AuthError> {
     let (user, secret) = state
         .auth
-        .login(&credentials.name, &credentials.password, client.ip())
+        .login(
+            &credentials.name,
+            &credentials.password,
+            state.client_address(client, &headers),
+        )
         .await?;
     let cookie = auth::session_cookie(&secret, auth::over_tls(&headers));
     Ok(([(header::SET_COOKIE, cookie)], Json(user)).into_response())

@@ -1,22 +1,25 @@
-//! What the HTTP server does around every handler: security headers on every response, and a
-//! time limit and a concurrency limit on requests.
+//! What the HTTP server does around every handler: security headers on every response, a time
+//! limit and a concurrency limit on requests, and the client's address behind trusted proxies.
 //!
 //! Pages get a Content-Security-Policy that allows inline scripts only with the nonce Leptos
 //! puts on its hydration scripts for that one response; every other response gets a policy that
 //! allows nothing at all. Long-lived exchanges (the console websocket, uploads) are routed
 //! outside the time limit and get an idle limit on their body instead.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tokio::sync::Semaphore;
 use tower_http::set_header::SetResponseHeaderLayer;
+
+use crate::config::IpRange;
 
 /// The policy of every response that is not a page: JSON, files, errors. Nothing may load.
 pub const DEFAULT_POLICY: &str =
@@ -84,6 +87,31 @@ pub fn with_security_headers<S: Clone + Send + Sync + 'static>(
     }
 }
 
+/// The client of a request: the peer, or, when the peer is a trusted proxy, the last address in
+/// `X-Forwarded-For` that is not itself a trusted proxy. A peer that is not trusted is its own
+/// client whatever it claims.
+pub fn client_address(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpRange]) -> IpAddr {
+    let peer = peer.ip();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|range| range.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|part| part.trim().parse::<IpAddr>())
+        .collect::<Result<_, _>>()
+        // A garbled header cannot be followed: the proxy itself is the client.
+        .unwrap_or_default();
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !is_trusted(*ip))
+        .unwrap_or(peer)
+}
+
 /// At most this many requests at once; one more is answered 503 at once rather than queued.
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimit {
@@ -147,6 +175,50 @@ pub async fn limit_time(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer(ip: &str) -> SocketAddr {
+        SocketAddr::new(ip.parse().unwrap(), 40000)
+    }
+
+    fn forwarded(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client() {
+        let trusted = [IpRange::parse("10.0.0.0/8").unwrap()];
+        let spoofed = forwarded("198.51.100.7");
+        assert_eq!(
+            client_address(peer("203.0.113.5"), &spoofed, &trusted),
+            "203.0.113.5".parse::<IpAddr>().unwrap(),
+            "an untrusted peer is its own client"
+        );
+        assert_eq!(
+            client_address(peer("10.0.0.2"), &spoofed, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // What the client wrote itself stands left of what the proxies added.
+        let chain = forwarded("1.2.3.4, 198.51.100.7, 10.0.0.9");
+        assert_eq!(
+            client_address(peer("10.0.0.2"), &chain, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_address(peer("10.0.0.2"), &forwarded("not an address"), &trusted),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_address(peer("10.0.0.2"), &HeaderMap::new(), &trusted),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_address(peer("10.0.0.2"), &spoofed, &[]),
+            "10.0.0.2".parse::<IpAddr>().unwrap(),
+            "no trusted proxies: nobody names another client"
+        );
+    }
 
     #[test]
     fn the_page_policy_allows_inline_scripts_only_with_the_nonce() {

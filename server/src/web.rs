@@ -481,7 +481,11 @@ async fn login_form(
 ) -> Response {
     match state
         .auth
-        .login(&form.name, &form.password, client.ip())
+        .login(
+            &form.name,
+            &form.password,
+            state.client_address(client, &headers),
+        )
         .await
     {
         Ok((_, secret)) => (

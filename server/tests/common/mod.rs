@@ -51,6 +51,7 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
         },
         jobs: Default::default(),
         http: Default::default(),
+        login: Default::default(),
     }
 }
 
