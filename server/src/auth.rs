@@ -3,8 +3,9 @@
 //! People sign in with a name and password (argon2id hashes at rest) and get a server-side session
 //! in an HttpOnly, SameSite=Strict cookie (Secure behind TLS). Scripts send
 //! `Authorization: Bearer <token>`; tokens are random 256-bit secrets stored as SHA-256 hashes and
-//! can be revoked. Requests that change state with a session cookie must come from the portal's
-//! own pages (same-origin check), so other sites cannot ride on a signed-in browser. Sign-in attempts are counted before their password is checked, per client address and
+//! can be revoked or made to expire. Requests that change state with a session cookie must come
+//! from the portal's own pages (same-origin check), so other sites cannot ride on a signed-in
+//! browser. Sign-in attempts are counted before their password is checked, per client address and
 //! name ([`crate::sign_in_limit`]), and only a fixed number of password hashes run at once.
 
 use std::net::IpAddr;
@@ -37,6 +38,8 @@ pub const SESSION_COOKIE: &str = "passage_session";
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Shortest password accepted.
 pub const MIN_PASSWORD_LEN: usize = 10;
+/// The longest an expiring API token may last, in days.
+pub const MAX_TOKEN_DAYS: u32 = 3650;
 
 /// A signed-in user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -77,6 +80,21 @@ pub enum AuthError {
     /// The name is taken.
     #[error("the name {0:?} is already taken")]
     Taken(String),
+    /// The password was right, but an admin has disabled the account.
+    #[error("this account is disabled; an admin can enable it again")]
+    Disabled,
+    /// No such account (or token).
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The account's state does not allow it.
+    #[error("{0}")]
+    Conflict(String),
+    /// A value that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -90,8 +108,12 @@ impl IntoResponse for AuthError {
         let status = match &self {
             AuthError::WrongCredentials => StatusCode::UNAUTHORIZED,
             AuthError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            AuthError::BadName | AuthError::WeakPassword => StatusCode::BAD_REQUEST,
-            AuthError::Taken(_) => StatusCode::CONFLICT,
+            AuthError::BadName | AuthError::WeakPassword | AuthError::Invalid(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            AuthError::Taken(_) | AuthError::Conflict(_) => StatusCode::CONFLICT,
+            AuthError::Disabled | AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AuthError::NotFound(_) => StatusCode::NOT_FOUND,
             AuthError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::Hash(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -294,6 +316,9 @@ impl Auth {
         match user {
             Some(user) if ok => {
                 attempt.succeeded();
+                if user.disabled {
+                    return Err(AuthError::Disabled);
+                }
                 let secret = new_secret("");
                 let expires = now_ms() + SESSION_LIFETIME.as_millis() as i64;
                 self.store
@@ -332,19 +357,30 @@ impl Auth {
         Ok(())
     }
 
-    /// Makes a new API token for a user; returns its record and the secret (shown once).
+    /// Makes a new API token for a user, working for `expires_in_days` if given (1 to
+    /// [`MAX_TOKEN_DAYS`]); returns its record and the secret (shown once).
     pub async fn create_token(
         &self,
         user: &User,
         name: &str,
+        expires_in_days: Option<u32>,
     ) -> Result<(crate::store::ApiTokenRecord, String), AuthError> {
         if name.trim().is_empty() || name.len() > 100 {
             return Err(AuthError::BadName);
         }
+        let expires_at = match expires_in_days {
+            None => None,
+            Some(days @ 1..=MAX_TOKEN_DAYS) => Some(now_ms() + i64::from(days) * 86_400_000),
+            Some(days) => {
+                return Err(AuthError::Invalid(format!(
+                    "a token lasts 1 to {MAX_TOKEN_DAYS} days, not {days}"
+                )));
+            }
+        };
         let secret = new_secret("psg_");
         match self
             .store
-            .create_token(user.id, name.trim(), &secret_hash(&secret))
+            .create_token(user.id, name.trim(), &secret_hash(&secret), expires_at)
             .await
         {
             Ok(record) => Ok((record, secret)),
@@ -373,7 +409,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn session_secret(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_secret(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

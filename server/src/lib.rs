@@ -3,6 +3,7 @@
 //! `main.rs` only parses the command line; everything a test needs to start a real server in
 //! process is here ([`Portal`]).
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod config;

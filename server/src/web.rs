@@ -13,7 +13,7 @@ use axum::{Form, Router};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
-use passage_app::account::TokenView;
+use passage_app::account::{AccountView, TokenView};
 use passage_app::inventory::{InventoryView, Viewer};
 use passage_app::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
 use passage_app::requests::{Choices, RequestForm, RequestView};
@@ -25,6 +25,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
+use crate::accounts::AccountAction;
 use crate::auth::{self, AuthError};
 use crate::config::{Config, HttpSettings};
 use crate::guard::{self, ConcurrencyLimit};
@@ -69,6 +70,7 @@ pub fn router(state: AppState, http: &HttpSettings, over_tls: bool) -> Router {
     };
     let bounded = Router::new()
         .merge(crate::api::routes())
+        .merge(crate::accounts::routes())
         .merge(crate::jobs::api::routes())
         .merge(crate::jobs::agent_api::routes())
         .route("/login", post(login_form))
@@ -257,19 +259,76 @@ impl PortalService for UiService {
                     created_at: crate::store::rfc3339(t.created_at),
                     last_used_at: t.last_used_at.map(crate::store::rfc3339),
                     revoked_at: t.revoked_at.map(crate::store::rfc3339),
+                    expires_at: t.expires_at.map(crate::store::rfc3339),
+                    expired: t.expires_at.is_some_and(|at| at <= crate::store::now_ms()),
                 })
                 .collect())
         })
     }
 
-    fn create_token(&self, viewer: Viewer, name: String) -> BoxFuture<'_, Result<String, String>> {
+    fn create_token(
+        &self,
+        viewer: Viewer,
+        name: String,
+        expires_in_days: Option<u32>,
+    ) -> BoxFuture<'_, Result<String, String>> {
         Box::pin(async move {
             self.state
                 .auth
-                .create_token(&user_of(viewer), &name)
+                .create_token(&user_of(viewer), &name, expires_in_days)
                 .await
                 .map(|(_, secret)| secret)
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
+        })
+    }
+
+    fn change_password(
+        &self,
+        viewer: Viewer,
+        headers: HeaderMap,
+        peer: SocketAddr,
+        current: String,
+        new: String,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let client = self.state.client_address(peer, &headers);
+            // A bearer token is not a session to keep: every session ends.
+            let session = auth::bearer(&headers)
+                .is_none()
+                .then(|| auth::session_secret(&headers))
+                .flatten();
+            self.state
+                .auth
+                .change_password(&user_of(viewer), client, session.as_deref(), &current, &new)
+                .await
+                .map_err(|e| said(&e))
+        })
+    }
+
+    fn accounts(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<AccountView>, String>> {
+        Box::pin(async move {
+            self.state
+                .auth
+                .accounts(&user_of(viewer))
+                .await
+                .map_err(|e| said(&e))
+        })
+    }
+
+    fn account_action(
+        &self,
+        viewer: Viewer,
+        name: String,
+        action: String,
+    ) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let action = AccountAction::parse(&action)
+                .ok_or_else(|| format!("no account action {action:?}"))?;
+            self.state
+                .auth
+                .act_on_account(&user_of(viewer), &name, action)
+                .await
+                .map_err(|e| said(&e))
         })
     }
 
@@ -424,6 +483,11 @@ impl PortalService for UiService {
     }
 }
 
+/// An account error in words for a page.
+fn said(e: &AuthError) -> String {
+    e.to_string()
+}
+
 fn user_of(viewer: Viewer) -> auth::User {
     auth::User {
         id: viewer.id,
@@ -497,6 +561,7 @@ async fn login_form(
         )
             .into_response(),
         Err(AuthError::RateLimited(_)) => Redirect::to("/login?error=rate-limited").into_response(),
+        Err(AuthError::Disabled) => Redirect::to("/login?error=disabled").into_response(),
         Err(AuthError::Store(e)) => {
             tracing::error!(error = %e, "sign-in failed on the database");
             Redirect::to("/login?error=unavailable").into_response()

@@ -377,10 +377,21 @@ async fn the_api_describes_itself_as_openapi() {
         "/api/v1/requests/{id}",
         "/api/v1/requests/{id}/approve",
         "/api/v1/requests/{id}/deny",
+        "/api/v1/me/password",
+        "/api/v1/users",
+        "/api/v1/users/{name}",
+        "/api/v1/users/{name}/disable",
+        "/api/v1/users/{name}/enable",
+        "/api/v1/users/{name}/promote",
+        "/api/v1/users/{name}/demote",
+        "/api/v1/users/{name}/sessions",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
     assert!(doc["components"]["schemas"]["GpuView"].is_object());
+    assert!(doc["components"]["schemas"]["AccountView"].is_object());
+    assert!(doc["components"]["schemas"]["NewToken"]["properties"]["expires_in_days"].is_object());
+    assert!(doc["components"]["schemas"]["ApiTokenRecord"]["properties"]["expires_at"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }

@@ -24,7 +24,7 @@ mod jobs;
 mod plugins;
 mod vms;
 
-pub use accounts::{ApiTokenRecord, UserRecord, is_unique_violation};
+pub use accounts::{AccountChange, AccountRecord, ApiTokenRecord, UserRecord, is_unique_violation};
 pub use claims::{ClaimOutcome, FreeGpu, Image, RequestNeeds};
 pub use jobs::{AgentRecord, AgentReport, JobEnd, NewJob, Scope, TakenJob, param_texts};
 pub use plugins::{NewPlugin, PluginRecord, Registered, param_view};

@@ -65,7 +65,7 @@ pub async fn token_for(config: &Config, name: &str, admin: bool) -> String {
         .add_user(name, "a long enough password", admin)
         .await
         .unwrap();
-    let (_, token) = auth.create_token(&user, "tests").await.unwrap();
+    let (_, token) = auth.create_token(&user, "tests", None).await.unwrap();
     store.close().await;
     token
 }
