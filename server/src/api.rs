@@ -167,12 +167,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What callers are told when the database fails: its own message (which can name hosts,
+/// tables and users) goes to the log only.
+pub const DATABASE_UNAVAILABLE: &str = "the database is not available; the portal's log says why";
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "database request failed");
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("the database is not available: {e}"),
+            message: DATABASE_UNAVAILABLE.into(),
         }
     }
 }
@@ -195,14 +199,18 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Every configured hypervisor host and how its last inventory went.
+/// Every configured hypervisor host and how its last inventory went. Admins also see each
+/// host's libvirt URI, libvirt's message when it fails, and its software.
 #[utoipa::path(get, path = "/api/v1/hosts", tag = "inventory",
     responses((status = 200, body = [HostView]), (status = 401, body = ErrorBody)))]
 async fn list_hosts(
     State(state): State<AppState>,
-    _: CurrentUser,
+    CurrentUser(user): CurrentUser,
 ) -> Result<Json<Vec<HostView>>, ApiError> {
-    Ok(Json(state.store.hosts().await?))
+    Ok(Json(crate::inventory::hosts_for(
+        user.is_admin,
+        state.store.hosts().await?,
+    )))
 }
 
 /// Optional filters of `GET /api/v1/gpus`.

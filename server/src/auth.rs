@@ -117,7 +117,15 @@ impl IntoResponse for AuthError {
             AuthError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::Hash(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        let message = match &self {
+            // The database's own words go to the log, not to whoever asked.
+            AuthError::Store(e) => {
+                tracing::error!(error = %e, "an account query failed");
+                crate::api::DATABASE_UNAVAILABLE.to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (status, Json(json!({ "error": message }))).into_response();
         if let AuthError::RateLimited(seconds) = self {
             response
                 .headers_mut()
@@ -516,11 +524,14 @@ where
         match auth.authenticate(&parts.headers).await {
             Ok(Some(user)) => Ok(CurrentUser(user)),
             Ok(None) => Err(unauthorized()),
-            Err(e) => Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": format!("the database is not available: {e}") })),
-            )
-                .into_response()),
+            Err(e) => {
+                tracing::error!(error = %e, "authenticating a request failed on the database");
+                Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({ "error": crate::api::DATABASE_UNAVAILABLE })),
+                )
+                    .into_response())
+            }
         }
     }
 }

@@ -120,7 +120,7 @@ impl PortalService for UiService {
                 .auth
                 .authenticate(headers)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| said(&e))?;
             Ok(user.map(|u| Viewer {
                 id: u.id,
                 name: u.name,
@@ -135,7 +135,7 @@ impl PortalService for UiService {
                 .inventory
                 .view(viewer)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -145,7 +145,7 @@ impl PortalService for UiService {
                 .inventory
                 .refresh_all()
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -153,7 +153,7 @@ impl PortalService for UiService {
         Box::pin(async move {
             crate::requests::choices(&self.state.store)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -164,11 +164,7 @@ impl PortalService for UiService {
             } else {
                 Some(viewer.id)
             };
-            self.state
-                .store
-                .requests(scope)
-                .await
-                .map_err(|e| e.to_string())
+            self.state.store.requests(scope).await.map_err(|e| said(&e))
         })
     }
 
@@ -189,7 +185,7 @@ impl PortalService for UiService {
                     crate::requests::RequestError::Invalid(fields) => {
                         RequestFailure::Invalid(fields)
                     }
-                    other => RequestFailure::Other(other.to_string()),
+                    other => RequestFailure::Other(said(&other)),
                 })
         })
     }
@@ -204,7 +200,7 @@ impl PortalService for UiService {
             let choice = crate::scheduler::Choice { host: None, gpus };
             crate::requests::approve_request(&self.state, &viewer.name, id, &choice)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -214,7 +210,7 @@ impl PortalService for UiService {
                 .vms
                 .list(&user_of(viewer))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -223,7 +219,7 @@ impl PortalService for UiService {
             match self.state.vms.show(&user_of(viewer), id).await {
                 Ok(vm) => Ok(Some(vm)),
                 Err(crate::vms::VmError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(said(&e)),
             }
         })
     }
@@ -239,7 +235,7 @@ impl PortalService for UiService {
         Box::pin(async move {
             self.vm_action_for(viewer, id, action, hours, gpu)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -250,7 +246,7 @@ impl PortalService for UiService {
                 .store
                 .tokens(viewer.id)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| said(&e))?;
             Ok(tokens
                 .into_iter()
                 .map(|t| TokenView {
@@ -337,7 +333,7 @@ impl PortalService for UiService {
             match self.state.store.revoke_token(viewer.id, id).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(format!("no token {id}")),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(said(&e)),
             }
         })
     }
@@ -353,7 +349,7 @@ impl PortalService for UiService {
                 .store
                 .set_ssh_key(viewer.id, key)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -363,12 +359,12 @@ impl PortalService for UiService {
                 .store
                 .audit_entries(&filter, 500)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
     fn plugins(&self) -> BoxFuture<'_, Result<Vec<PluginView>, String>> {
-        Box::pin(async move { self.state.jobs.plugins().await.map_err(|e| e.to_string()) })
+        Box::pin(async move { self.state.jobs.plugins().await.map_err(|e| said(&e)) })
     }
 
     fn plugin(&self, id: i64) -> BoxFuture<'_, Result<Option<PluginView>, String>> {
@@ -376,7 +372,7 @@ impl PortalService for UiService {
             match self.state.jobs.plugin(id).await {
                 Ok(plugin) => Ok(Some(plugin)),
                 Err(crate::jobs::JobError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(said(&e)),
             }
         })
     }
@@ -387,7 +383,7 @@ impl PortalService for UiService {
                 .jobs
                 .agents(&user_of(viewer))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -402,7 +398,7 @@ impl PortalService for UiService {
                 .add_native_host(&user_of(viewer), &name)
                 .await
                 .map(|(_, token)| token)
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -412,7 +408,7 @@ impl PortalService for UiService {
                 .jobs
                 .revoke_agent(&user_of(viewer), id)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -426,7 +422,7 @@ impl PortalService for UiService {
                 .jobs
                 .queue(&user_of(viewer), &order)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -436,7 +432,7 @@ impl PortalService for UiService {
                 .jobs
                 .queue_suite(&user_of(viewer), agent)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -450,7 +446,7 @@ impl PortalService for UiService {
                 .jobs
                 .jobs(&user_of(viewer), &filter)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -459,7 +455,7 @@ impl PortalService for UiService {
             match self.state.jobs.job(&user_of(viewer), id).await {
                 Ok(job) => Ok(Some(job)),
                 Err(crate::jobs::JobError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(said(&e)),
             }
         })
     }
@@ -470,7 +466,7 @@ impl PortalService for UiService {
                 .jobs
                 .cancel(&user_of(viewer), id)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 
@@ -478,13 +474,22 @@ impl PortalService for UiService {
         Box::pin(async move {
             crate::requests::deny_request(&self.state.store, &viewer.name, id, &reason)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| said(&e))
         })
     }
 }
 
-/// An account error in words for a page.
-fn said(e: &AuthError) -> String {
+/// An error in words for a page. A database failure is logged and shown as such, without the
+/// database's own words (they can name hosts, tables and accounts).
+fn said(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = Some(e);
+    while let Some(error) = cause {
+        if error.is::<crate::store::StoreError>() || error.is::<sqlx::Error>() {
+            tracing::error!(error = %e, "a page's request failed on the database");
+            return crate::api::DATABASE_UNAVAILABLE.to_string();
+        }
+        cause = error.source();
+    }
     e.to_string()
 }
 

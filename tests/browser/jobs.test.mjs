@@ -155,6 +155,11 @@ test('admins upload plugins; what is not a plugin is refused with the reason', a
   await page.setInputFiles('#plugin-file', garbage);
   await Promise.all([page.waitForURL(/\/plugins\?error=/), page.click('#upload-plugin')]);
   assert.match(await page.locator('#upload-error').innerText(), /not a WebAssembly component/);
+  assert.match(page.url(), /error=not-a-plugin$/);
+  // A crafted link cannot put words on the page: only known codes are shown.
+  await page.goto(`${portal.url}plugins?error=Your%20account%20is%20locked`);
+  await page.waitForSelector('.plugins-page[data-hydrated="true"]');
+  assert.equal(await page.locator('#upload-error').count(), 0);
 
   await page.setInputFiles('#plugin-file', {
     name: 'misbehave.wasm',

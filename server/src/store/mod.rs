@@ -129,9 +129,11 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// A cheap query that proves the database answers.
+    /// A cheap query that proves the database answers and holds the portal's tables.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT id FROM users LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -352,7 +354,7 @@ fn host_view(row: &AnyRow) -> Result<HostView, StoreError> {
     let gpu_count: i64 = row.try_get("gpu_count")?;
     Ok(HostView {
         name: row.try_get("name")?,
-        uri: row.try_get("uri")?,
+        uri: Some(row.try_get("uri")?),
         state,
         hostname: row.try_get("hostname")?,
         driver: row.try_get("driver")?,
