@@ -13,21 +13,22 @@ use serde::{Deserialize, Serialize};
 pub struct HostView {
     /// The name given in the configuration.
     pub name: String,
-    /// The libvirt URI.
-    pub uri: String,
+    /// The libvirt URI (admins only: `null` for everyone else).
+    pub uri: Option<String>,
     /// `reachable`, `unreachable`, or `pending` before the first attempt.
     pub state: HostState,
-    /// The host's own name, as libvirt last reported it.
+    /// The host's own name, as libvirt last reported it (admins only).
     pub hostname: Option<String>,
-    /// The hypervisor driver (`QEMU`, `Xen`, `TEST`).
+    /// The hypervisor driver (`QEMU`, `Xen`, `TEST`) (admins only).
     pub driver: Option<String>,
-    /// libvirt's version on the host.
+    /// libvirt's version on the host (admins only).
     pub libvirt_version: Option<String>,
     /// When the inventory last succeeded (UTC, RFC 3339).
     pub last_refresh: Option<String>,
     /// When the inventory was last attempted (UTC, RFC 3339).
     pub last_attempt: Option<String>,
-    /// libvirt's message from the last failed attempt, while the host is unreachable.
+    /// libvirt's message from the last failed attempt, while the host is unreachable (admins
+    /// only: others see the state alone).
     pub error: Option<String>,
     /// How many GPUs the host had at its last successful inventory.
     pub gpu_count: usize,
@@ -47,6 +48,21 @@ pub enum HostState {
     Reachable,
     /// The last attempt failed; `error` says why. GPUs keep their last known state.
     Unreachable,
+}
+
+impl HostView {
+    /// What people who are not admins see of a host: its name, state, GPU count, times and why
+    /// it cannot pass GPUs through; not its URI, libvirt's words or its software.
+    pub fn without_internals(self) -> HostView {
+        HostView {
+            uri: None,
+            hostname: None,
+            driver: None,
+            libvirt_version: None,
+            error: None,
+            ..self
+        }
+    }
 }
 
 impl HostState {

@@ -53,6 +53,7 @@ pub fn App() -> impl IntoView {
                     <A href="/jobs">"Jobs"</A>
                     <A href="/agents">"Agents"</A>
                     <A href="/audit">"Audit"</A>
+                    <A href="/users">"Users"</A>
                     <A href="/account">"Account"</A>
                 </nav>
                 <Account/>
@@ -72,6 +73,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/agents") view=pages::agents::AgentsPage/>
                     <Route path=path!("/audit") view=pages::audit::AuditPage/>
                     <Route path=path!("/account") view=pages::account::AccountPage/>
+                    <Route path=path!("/users") view=pages::users::UsersPage/>
                 </Routes>
             </main>
         </Router>

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::account::TokenView;
+use crate::account::{AccountView, TokenView};
 use crate::inventory::{InventoryView, Viewer};
 use crate::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
 use crate::requests::{Choices, RequestForm, RequestView};
@@ -123,8 +123,33 @@ pub trait PortalService: Send + Sync + 'static {
     fn set_ssh_key(&self, viewer: Viewer, key: String) -> BoxFuture<'_, Result<(), Refusal>>;
     /// The viewer's API tokens.
     fn tokens(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<TokenView>, Refusal>>;
-    /// Makes an API token for the viewer; returns the secret.
-    fn create_token(&self, viewer: Viewer, name: String) -> BoxFuture<'_, Result<String, Refusal>>;
+    /// Makes an API token for the viewer, expiring after `expires_in_days` if given; returns
+    /// the secret.
+    fn create_token(
+        &self,
+        viewer: Viewer,
+        name: String,
+        expires_in_days: Option<u32>,
+    ) -> BoxFuture<'_, Result<String, Refusal>>;
+    /// Changes the viewer's password (the request's headers and peer address say which session
+    /// stays and whose attempt it is); their other sessions end.
+    fn change_password(
+        &self,
+        viewer: Viewer,
+        headers: axum::http::HeaderMap,
+        peer: std::net::SocketAddr,
+        current: String,
+        new: String,
+    ) -> BoxFuture<'_, Result<(), Refusal>>;
+    /// Every account (the service refuses anyone but admins).
+    fn accounts(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<AccountView>, Refusal>>;
+    /// An admin's action on an account (the service refuses anyone but admins).
+    fn account_action(
+        &self,
+        viewer: Viewer,
+        name: String,
+        action: String,
+    ) -> BoxFuture<'_, Result<(), Refusal>>;
     /// Revokes one of the viewer's tokens.
     fn revoke_token(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), Refusal>>;
     /// The audit log, newest first (the caller checked that the viewer is an admin).

@@ -52,7 +52,10 @@ pub fn routes() -> Router<AppState> {
     ),
     paths(
         healthz, list_hosts, list_gpus, refresh, list_images, login, logout, me, list_tokens,
-        create_token, revoke_token, crate::requests::create, crate::requests::list,
+        create_token, revoke_token, crate::accounts::change_password,
+        crate::accounts::list_users, crate::accounts::disable, crate::accounts::enable,
+        crate::accounts::promote, crate::accounts::demote, crate::accounts::end_sessions,
+        crate::accounts::delete_user, crate::requests::create, crate::requests::list,
         crate::requests::show, crate::requests::approve, crate::requests::deny,
         crate::vms::api::list, crate::vms::api::show, crate::vms::api::release,
         crate::vms::api::start, crate::vms::api::stop, crate::vms::api::reboot,
@@ -72,6 +75,7 @@ pub fn routes() -> Router<AppState> {
     components(schemas(
         HostView, HostState, GpuView, GpuState, LinkView, IommuGroupView, IommuMemberView,
         auth::User, crate::store::ApiTokenRecord, Credentials, NewToken, CreatedToken, ErrorBody,
+        passage_app::account::AccountView, crate::accounts::PasswordChange,
         crate::store::Image, passage_app::requests::RequestView, passage_app::requests::RequestForm,
         crate::requests::Denial, crate::scheduler::Choice, passage_app::vms::VmView,
         passage_app::vms::AuditEntry, crate::vms::api::Extension, crate::vms::api::GpuChoice,
@@ -235,7 +239,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 /// Every error response: `{"error": "..."}`.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
-struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// What went wrong, for people.
     error: String,
 }
@@ -250,6 +254,8 @@ struct CreatedToken {
     name: String,
     /// The secret, `psg_` and 64 hex digits.
     token: String,
+    /// When it stops working (Unix ms); `null` for never.
+    expires_at: Option<i64>,
 }
 
 /// An API error: a status and a message for the caller.
@@ -288,12 +294,16 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// What callers are told when the database fails: its own message (which can name hosts,
+/// tables and users) goes to the log only.
+pub const DATABASE_UNAVAILABLE: &str = "the database is not available; the portal's log says why";
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "database request failed");
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!("the database is not available: {e}"),
+            message: DATABASE_UNAVAILABLE.into(),
         }
     }
 }
@@ -316,14 +326,18 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Every configured hypervisor host and how its last inventory went.
+/// Every configured hypervisor host and how its last inventory went. Admins also see each
+/// host's libvirt URI, libvirt's message when it fails, and its software.
 #[utoipa::path(get, path = "/api/v1/hosts", tag = "inventory",
     responses((status = 200, body = [HostView]), (status = 401, body = ErrorBody)))]
 async fn list_hosts(
     State(state): State<AppState>,
-    _: CurrentUser,
+    CurrentUser(user): CurrentUser,
 ) -> Result<Json<Vec<HostView>>, ApiError> {
-    Ok(Json(state.store.hosts().await?))
+    Ok(Json(crate::inventory::hosts_for(
+        user.is_admin,
+        state.store.hosts().await?,
+    )))
 }
 
 /// Optional filters of `GET /api/v1/gpus`.
@@ -392,7 +406,8 @@ struct Credentials {
 
 /// Signs in and sets the session cookie.
 #[utoipa::path(post, path = "/api/v1/login", tag = "accounts", security(()), request_body = Credentials,
-    responses((status = 200, body = auth::User), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = auth::User), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the account is disabled"), (status = 429, body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -401,7 +416,11 @@ async fn login(
 ) -> Result<Response, AuthError> {
     let (user, secret) = state
         .auth
-        .login(&credentials.name, &credentials.password, client.ip())
+        .login(
+            &credentials.name,
+            &credentials.password,
+            state.client_address(client, &headers),
+        )
         .await?;
     let cookie = auth::session_cookie(&secret, auth::over_tls(&headers));
     Ok(([(header::SET_COOKIE, cookie)], Json(user)).into_response())
@@ -425,7 +444,7 @@ async fn me(CurrentUser(user): CurrentUser) -> Json<auth::User> {
     Json(user)
 }
 
-/// Your API tokens (never their secrets).
+/// Your API tokens (never their secrets), with when each expires.
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "accounts",
     responses((status = 200, body = [crate::store::ApiTokenRecord]), (status = 401, body = ErrorBody)))]
 async fn list_tokens(
@@ -437,23 +456,32 @@ async fn list_tokens(
 
 /// Body of `POST /api/v1/tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct NewToken {
     /// A name for the token, unique among yours.
     name: String,
+    /// Days until it stops working (1 to 3650); without it, it works until revoked.
+    #[serde(default)]
+    expires_in_days: Option<u32>,
 }
 
-/// Makes an API token; the secret is returned once.
+/// Makes an API token, optionally expiring; the secret is returned once.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "accounts", request_body = NewToken,
-    responses((status = 201, body = CreatedToken), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn create_token(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Json(body): Json<NewToken>,
 ) -> Result<Response, AuthError> {
-    let (record, secret) = state.auth.create_token(&user, &body.name).await?;
+    let (record, secret) = state
+        .auth
+        .create_token(&user, &body.name, body.expires_in_days)
+        .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": record.id, "name": record.name, "token": secret })),
+        Json(json!({
+            "id": record.id, "name": record.name, "token": secret, "expires_at": record.expires_at
+        })),
     )
         .into_response())
 }

@@ -3,14 +3,15 @@
 //! People sign in with a name and password (argon2id hashes at rest) and get a server-side session
 //! in an HttpOnly, SameSite=Strict cookie (Secure behind TLS). Scripts send
 //! `Authorization: Bearer <token>`; tokens are random 256-bit secrets stored as SHA-256 hashes and
-//! can be revoked. Requests that change state with a session cookie must come from the portal's
-//! own pages (same-origin check), so other sites cannot ride on a signed-in browser.
-//! Failed sign-ins are rate-limited per client address and per name.
+//! can be revoked or made to expire. Requests that change state with a session cookie must come
+//! from the portal's own pages (same-origin check), so other sites cannot ride on a signed-in
+//! browser. Sign-in attempts are counted before their password is checked, per client address and
+//! name ([`crate::sign_in_limit`]), and only a fixed number of password hashes run at once.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -25,19 +26,20 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
+use tokio::sync::Semaphore;
 
+use crate::config::LoginSettings;
+use crate::sign_in_limit::SignInLimiter;
 use crate::store::{Store, StoreError, UserRecord, now_ms};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "passage_session";
 /// How long a browser session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
-/// Failed sign-ins allowed per window, per client address and per name.
-const LOGIN_FAILURES_ALLOWED: usize = 10;
-/// The window of the sign-in limit.
-const LOGIN_WINDOW: Duration = Duration::from_secs(600);
 /// Shortest password accepted.
 pub const MIN_PASSWORD_LEN: usize = 10;
+/// The longest an expiring API token may last, in days.
+pub const MAX_TOKEN_DAYS: u32 = 3650;
 
 /// A signed-in user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -78,6 +80,21 @@ pub enum AuthError {
     /// The name is taken.
     #[error("the name {0:?} is already taken")]
     Taken(String),
+    /// The password was right, but an admin has disabled the account.
+    #[error("this account is disabled; an admin can enable it again")]
+    Disabled,
+    /// No such account (or token).
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The account's state does not allow it.
+    #[error("{0}")]
+    Conflict(String),
+    /// A value that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -92,8 +109,12 @@ impl AuthError {
         match self {
             AuthError::WrongCredentials => StatusCode::UNAUTHORIZED,
             AuthError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            AuthError::BadName | AuthError::WeakPassword => StatusCode::BAD_REQUEST,
-            AuthError::Taken(_) => StatusCode::CONFLICT,
+            AuthError::BadName | AuthError::WeakPassword | AuthError::Invalid(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            AuthError::Taken(_) | AuthError::Conflict(_) => StatusCode::CONFLICT,
+            AuthError::Disabled | AuthError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AuthError::NotFound(_) => StatusCode::NOT_FOUND,
             AuthError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::Hash(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -103,7 +124,15 @@ impl AuthError {
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        let message = match &self {
+            // The database's own words go to the log, not to whoever asked.
+            AuthError::Store(e) => {
+                tracing::error!(error = %e, "an account query failed");
+                crate::api::DATABASE_UNAVAILABLE.to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (status, Json(json!({ "error": message }))).into_response();
         if let AuthError::RateLimited(seconds) = self {
             response
                 .headers_mut()
@@ -158,16 +187,108 @@ pub fn valid_user_name(name: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct Auth {
     store: Store,
-    failures: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+    limiter: SignInLimiter,
+    hashing: Arc<Semaphore>,
+    stats: Arc<HashingStats>,
+}
+
+/// What password hashing has done, for tests and operators.
+#[derive(Debug, Default)]
+struct HashingStats {
+    checks: AtomicU64,
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Counts a hash as running while it lives.
+struct Running<'a>(&'a HashingStats);
+
+impl<'a> Running<'a> {
+    fn start(stats: &'a HashingStats) -> Running<'a> {
+        let now = stats.running.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.peak.fetch_max(now, Ordering::SeqCst);
+        Running(stats)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Auth {
-    /// Accounts kept in `store`.
+    /// Accounts kept in `store`, with the default sign-in limits.
     pub fn new(store: Store) -> Auth {
+        Auth::with_settings(store, LoginSettings::default())
+    }
+
+    /// Accounts kept in `store`, with these sign-in limits.
+    pub fn with_settings(store: Store, settings: LoginSettings) -> Auth {
         Auth {
             store,
-            failures: Arc::default(),
+            limiter: SignInLimiter::new(settings),
+            hashing: Arc::new(Semaphore::new(settings.concurrent_hashes)),
+            stats: Arc::default(),
         }
+    }
+
+    /// Runs argon2 work off the async runtime, at most `login.concurrent_hashes` at once; the
+    /// others wait their turn.
+    async fn hash_work<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Hash(e.to_string()))?;
+        let _running = Running::start(&self.stats);
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| AuthError::Hash(e.to_string()))
+    }
+
+    /// Checks `password` against `hash` (counted in [`Auth::password_checks`]).
+    pub(crate) async fn check_password(&self, hash: String, password: &str) -> bool {
+        self.stats.checks.fetch_add(1, Ordering::SeqCst);
+        let password = password.to_string();
+        self.hash_work(move || verify_password(&hash, &password))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Hashes a new password after checking its length.
+    pub(crate) async fn new_password_hash(&self, password: &str) -> Result<String, AuthError> {
+        if password.chars().count() < MIN_PASSWORD_LEN {
+            return Err(AuthError::WeakPassword);
+        }
+        let password = password.to_string();
+        self.hash_work(move || hash_password(&password)).await?
+    }
+
+    /// How many passwords have been checked since start.
+    pub fn password_checks(&self) -> u64 {
+        self.stats.checks.load(Ordering::SeqCst)
+    }
+
+    /// The most password hashes that have run at once.
+    pub fn peak_concurrent_hashes(&self) -> usize {
+        self.stats.peak.load(Ordering::SeqCst)
+    }
+
+    /// Counts an attempt to prove `name`'s password from `client`, before it is checked.
+    pub(crate) fn begin_attempt(
+        &self,
+        client: IpAddr,
+        name: &str,
+    ) -> Result<crate::sign_in_limit::Attempt, AuthError> {
+        // Names that cannot exist share one key, so that their length costs nothing.
+        let key = if valid_user_name(name) { name } else { "" };
+        self.limiter
+            .begin(client, key)
+            .map_err(|wait| AuthError::RateLimited(wait.as_secs().max(1)))
     }
 
     /// Creates a user after checking the name and password.
@@ -180,16 +301,7 @@ impl Auth {
         if !valid_user_name(name) {
             return Err(AuthError::BadName);
         }
-        if password.chars().count() < MIN_PASSWORD_LEN {
-            return Err(AuthError::WeakPassword);
-        }
-        // argon2 is deliberately slow: keep it off the async runtime.
-        let hash = tokio::task::spawn_blocking({
-            let password = password.to_string();
-            move || hash_password(&password)
-        })
-        .await
-        .map_err(|e| AuthError::Hash(e.to_string()))??;
+        let hash = self.new_password_hash(password).await?;
         match self.store.create_user(name, &hash, is_admin).await {
             Ok(user) => Ok(user.into()),
             Err(e) if crate::store::is_unique_violation(&e) => Err(AuthError::Taken(name.into())),
@@ -198,15 +310,16 @@ impl Auth {
     }
 
     /// Checks a name and password and opens a session; returns the user and the session secret.
+    /// The attempt counts against `client` and the name before the password is checked.
     pub async fn login(
         &self,
         name: &str,
         password: &str,
         client: IpAddr,
     ) -> Result<(User, String), AuthError> {
-        let keys = [format!("ip:{client}"), format!("name:{name}")];
-        if let Some(wait) = self.blocked(&keys) {
-            return Err(AuthError::RateLimited(wait.as_secs().max(1)));
+        let attempt = self.begin_attempt(client, name)?;
+        if !valid_user_name(name) {
+            return Err(AuthError::WrongCredentials);
         }
         let user = self.store.user_by_name(name).await?;
         // Verify against a real hash even for unknown names, so timing does not tell them apart.
@@ -214,52 +327,21 @@ impl Auth {
             .as_ref()
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| DUMMY_HASH.clone());
-        let ok = tokio::task::spawn_blocking({
-            let password = password.to_string();
-            move || verify_password(&known, &password)
-        })
-        .await
-        .unwrap_or(false);
+        let ok = self.check_password(known, password).await;
         match user {
             Some(user) if ok => {
+                attempt.succeeded();
+                if user.disabled {
+                    return Err(AuthError::Disabled);
+                }
                 let secret = new_secret("");
                 let expires = now_ms() + SESSION_LIFETIME.as_millis() as i64;
                 self.store
                     .create_session(&secret_hash(&secret), user.id, expires)
                     .await?;
-                self.failures
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&keys[1]);
                 Ok((user.into(), secret))
             }
-            _ => {
-                self.fail(&keys);
-                Err(AuthError::WrongCredentials)
-            }
-        }
-    }
-
-    fn blocked(&self, keys: &[String]) -> Option<Duration> {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        keys.iter()
-            .filter_map(|key| {
-                let times = failures.get_mut(key)?;
-                times.retain(|t| now.duration_since(*t) < LOGIN_WINDOW);
-                (times.len() >= LOGIN_FAILURES_ALLOWED)
-                    .then(|| LOGIN_WINDOW.saturating_sub(now.duration_since(times[0])))
-            })
-            .max()
-    }
-
-    fn fail(&self, keys: &[String]) {
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        for key in keys {
-            failures
-                .entry(key.clone())
-                .or_default()
-                .push(Instant::now());
+            _ => Err(AuthError::WrongCredentials),
         }
     }
 
@@ -290,19 +372,30 @@ impl Auth {
         Ok(())
     }
 
-    /// Makes a new API token for a user; returns its record and the secret (shown once).
+    /// Makes a new API token for a user, working for `expires_in_days` if given (1 to
+    /// [`MAX_TOKEN_DAYS`]); returns its record and the secret (shown once).
     pub async fn create_token(
         &self,
         user: &User,
         name: &str,
+        expires_in_days: Option<u32>,
     ) -> Result<(crate::store::ApiTokenRecord, String), AuthError> {
         if name.trim().is_empty() || name.len() > 100 {
             return Err(AuthError::BadName);
         }
+        let expires_at = match expires_in_days {
+            None => None,
+            Some(days @ 1..=MAX_TOKEN_DAYS) => Some(now_ms() + i64::from(days) * 86_400_000),
+            Some(days) => {
+                return Err(AuthError::Invalid(format!(
+                    "a token lasts 1 to {MAX_TOKEN_DAYS} days, not {days}"
+                )));
+            }
+        };
         let secret = new_secret("psg_");
         match self
             .store
-            .create_token(user.id, name.trim(), &secret_hash(&secret))
+            .create_token(user.id, name.trim(), &secret_hash(&secret), expires_at)
             .await
         {
             Ok(record) => Ok((record, secret)),
@@ -331,7 +424,7 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-fn session_secret(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_secret(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -438,11 +531,14 @@ where
         match auth.authenticate(&parts.headers).await {
             Ok(Some(user)) => Ok(CurrentUser(user)),
             Ok(None) => Err(unauthorized()),
-            Err(e) => Err((
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "error": format!("the database is not available: {e}") })),
-            )
-                .into_response()),
+            Err(e) => {
+                tracing::error!(error = %e, "authenticating a request failed on the database");
+                Err((
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({ "error": crate::api::DATABASE_UNAVAILABLE })),
+                )
+                    .into_response())
+            }
         }
     }
 }

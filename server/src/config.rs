@@ -4,7 +4,7 @@
 //! bundled simulated host, so a first start needs nothing. Every error names where the bad value
 //! came from: the file, line and key, or the variable.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -77,6 +77,118 @@ struct ConfigFile {
     plugins: Option<PluginsFile>,
     agents: Option<AgentSettings>,
     jobs: Option<JobLimits>,
+    http: Option<HttpFile>,
+    login: Option<LoginSettings>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    request_timeout_secs: Option<u64>,
+    max_concurrent_requests: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
+}
+
+/// How the portal's HTTP server protects itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// The longest a request may take, reading its body included. Long-lived exchanges (the
+    /// console websocket, plugin uploads, agents' job results) are bounded by an idle timeout of
+    /// the same length instead.
+    pub request_timeout: Duration,
+    /// Requests served at once; one more is answered 503 at once instead of queueing.
+    pub max_concurrent_requests: usize,
+    /// Proxies whose `X-Forwarded-For` names the client (addresses or CIDR ranges). A request
+    /// from any other peer is its own client, whatever it claims.
+    pub trusted_proxies: Vec<IpRange>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            request_timeout: Duration::from_secs(120),
+            max_concurrent_requests: 512,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// An IP address or a CIDR range of them, e.g. `10.0.0.0/8` or `::1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Parses `address` or `address/prefix`.
+    pub fn parse(text: &str) -> Result<IpRange, String> {
+        let (address, prefix) = match text.trim().split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let network: IpAddr = address.parse().map_err(|_| {
+            format!("{text:?} is not an IP address or CIDR range (e.g. 10.0.0.0/8)")
+        })?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+            None => max,
+        };
+        Ok(IpRange { network, prefix })
+    }
+
+    /// True when `address` is in the range (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(address),
+            v4 => v4,
+        };
+        match (self.network, address) {
+            (IpAddr::V4(net), IpAddr::V4(addr)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(addr) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(addr)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(addr) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// How sign-in guesses are limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginSettings {
+    /// Sign-in attempts that may fail per window for one name from one client address.
+    pub max_failures: usize,
+    /// Failed attempts per window from one client address, whatever the names.
+    pub max_failures_per_address: usize,
+    /// The window, in seconds.
+    pub window_secs: u64,
+    /// Password hashes computed at once (argon2 is slow on purpose); more wait their turn.
+    pub concurrent_hashes: usize,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        LoginSettings {
+            max_failures: 10,
+            max_failures_per_address: 100,
+            window_secs: 600,
+            concurrent_hashes: 4,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -337,6 +449,10 @@ pub struct Config {
     pub agents: AgentSettings,
     /// What one job may use.
     pub jobs: JobLimits,
+    /// Timeouts, concurrency and trusted proxies of the HTTP server.
+    pub http: HttpSettings,
+    /// How sign-in guesses are limited.
+    pub login: LoginSettings,
 }
 
 impl Config {
@@ -429,6 +545,27 @@ impl Config {
                 .map(|mib| mib << 20)
                 .unwrap_or(PluginSettings::default().max_upload_bytes),
         };
+        let http_file = file.http.unwrap_or_default();
+        let defaults = HttpSettings::default();
+        let http = HttpSettings {
+            request_timeout: http_file
+                .request_timeout_secs
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.request_timeout),
+            max_concurrent_requests: http_file
+                .max_concurrent_requests
+                .unwrap_or(defaults.max_concurrent_requests),
+            trusted_proxies: http_file
+                .trusted_proxies
+                .unwrap_or_default()
+                .iter()
+                .map(|p| IpRange::parse(p))
+                .collect::<Result<_, _>>()
+                .map_err(|message| ConfigError::Invalid {
+                    key: "http.trusted_proxies".into(),
+                    message,
+                })?,
+        };
         let config = Config {
             listen,
             database_url,
@@ -464,6 +601,8 @@ impl Config {
             plugins,
             agents: file.agents.unwrap_or_default(),
             jobs: file.jobs.unwrap_or_default(),
+            http,
+            login: file.login.unwrap_or_default(),
             data_dir,
         };
         for (name, _) in env {
@@ -558,6 +697,43 @@ impl Config {
                 return Err(invalid(key, "must be at least 1".into()));
             }
         }
+        if self.http.request_timeout.is_zero() {
+            return Err(invalid(
+                "http.request_timeout_secs",
+                "must be at least 1 second".into(),
+            ));
+        }
+        if self.http.request_timeout.as_secs() <= self.vms.shutdown_grace_secs {
+            return Err(invalid(
+                "http.request_timeout_secs",
+                format!(
+                    "must be longer than vms.shutdown_grace_secs ({} s): stopping a VM waits that long for its guest",
+                    self.vms.shutdown_grace_secs
+                ),
+            ));
+        }
+        for (key, value) in [
+            (
+                "http.max_concurrent_requests",
+                self.http.max_concurrent_requests,
+            ),
+            ("login.max_failures", self.login.max_failures),
+            (
+                "login.max_failures_per_address",
+                self.login.max_failures_per_address,
+            ),
+            ("login.concurrent_hashes", self.login.concurrent_hashes),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if self.login.window_secs == 0 {
+            return Err(invalid(
+                "login.window_secs",
+                "must be at least 1 second".into(),
+            ));
+        }
         if self.agents.offline_after_secs < 2 * self.agents.heartbeat_secs {
             return Err(invalid(
                 "agents.offline_after_secs",
@@ -629,6 +805,12 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.listen))
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// True when people reach the portal over TLS (its public URL is `https://`): browsers are
+    /// then told to use nothing else (HSTS).
+    pub fn served_over_tls(&self) -> bool {
+        self.public_url().starts_with("https://")
     }
 
     /// The libvirt URI to open for a host: `simulated` becomes the bundled host file.
@@ -891,6 +1073,70 @@ mod tests {
             err.to_string().starts_with("inventory.refresh_secs:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn http_and_login_limits_have_defaults_and_are_checked() {
+        let config = from("", &[]).unwrap();
+        assert_eq!(config.http, HttpSettings::default());
+        assert_eq!(config.login, LoginSettings::default());
+        assert!(!config.served_over_tls());
+        let config = from(
+            "[http]\nrequest_timeout_secs = 90\nmax_concurrent_requests = 8\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n\n[login]\nmax_failures = 3\n\n[vms]\npublic_url = \"https://portal.example\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.http.request_timeout, Duration::from_secs(90));
+        assert_eq!(config.http.max_concurrent_requests, 8);
+        assert_eq!(config.login.max_failures, 3);
+        assert_eq!(config.login.window_secs, 600);
+        assert!(config.served_over_tls());
+        let proxies = &config.http.trusted_proxies;
+        assert!(proxies[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(!proxies[0].contains("11.1.2.3".parse().unwrap()));
+        assert!(proxies[1].contains("::1".parse().unwrap()));
+        assert!(!proxies[1].contains("127.0.0.1".parse().unwrap()));
+        for (text, key) in [
+            (
+                "[http]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+                "http.trusted_proxies:",
+            ),
+            (
+                "[http]\ntrusted_proxies = [\"proxy.example\"]\n",
+                "http.trusted_proxies:",
+            ),
+            (
+                "[http]\nrequest_timeout_secs = 30\n",
+                "http.request_timeout_secs:",
+            ),
+            (
+                "[http]\nmax_concurrent_requests = 0\n",
+                "http.max_concurrent_requests:",
+            ),
+            (
+                "[login]\nconcurrent_hashes = 0\n",
+                "login.concurrent_hashes:",
+            ),
+        ] {
+            let err = from(text, &[]).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn ip_ranges_match_their_addresses_only() {
+        let range = IpRange::parse("192.168.4.0/22").unwrap();
+        assert!(range.contains("192.168.7.255".parse().unwrap()));
+        assert!(range.contains("::ffff:192.168.5.1".parse().unwrap()));
+        assert!(!range.contains("192.168.8.0".parse().unwrap()));
+        assert!(
+            IpRange::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        let one = IpRange::parse("fd00::1").unwrap();
+        assert!(one.contains("fd00::1".parse().unwrap()));
+        assert!(!one.contains("fd00::2".parse().unwrap()));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use passage_app::inventory::{InventoryView, Viewer};
+use passage_app::inventory::{HostView, InventoryView, Viewer};
 use passage_hypervisor::{GpuVendors, LibvirtHost, PciAddress, classify};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
@@ -198,12 +198,22 @@ impl Inventory {
         }
     }
 
-    /// The stored inventory, as `viewer` sees it.
+    /// The stored inventory, as `viewer` sees it (see [`hosts_for`]).
     pub async fn view(&self, viewer: Viewer) -> Result<InventoryView, StoreError> {
         Ok(InventoryView {
-            viewer,
-            hosts: self.store.hosts().await?,
+            hosts: hosts_for(viewer.is_admin, self.store.hosts().await?),
             gpus: self.store.gpus().await?,
+            viewer,
         })
+    }
+}
+
+/// The hosts as someone sees them: admins everything, others no libvirt URI, no libvirt message
+/// and no host software (those name internal machines and accounts).
+pub fn hosts_for(is_admin: bool, hosts: Vec<HostView>) -> Vec<HostView> {
+    if is_admin {
+        hosts
+    } else {
+        hosts.into_iter().map(HostView::without_internals).collect()
     }
 }

@@ -3,18 +3,22 @@
 //! `main.rs` only parses the command line; everything a test needs to start a real server in
 //! process is here ([`Portal`]).
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod guard;
 pub mod inventory;
 pub mod jobs;
 pub mod requests;
 pub mod scheduler;
+pub mod sign_in_limit;
 pub mod store;
 pub mod vms;
 pub mod web;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -47,6 +51,15 @@ pub struct AppState {
     pub vms: vms::VmService,
     /// Plugins, agents and jobs.
     pub jobs: jobs::JobService,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<config::IpRange>>,
+}
+
+impl AppState {
+    /// The client behind a request from `peer` (see [`guard::client_address`]).
+    pub fn client_address(&self, peer: SocketAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        guard::client_address(peer, headers, &self.trusted_proxies)
+    }
 }
 
 impl axum::extract::FromRef<AppState> for auth::Auth {
@@ -157,7 +170,7 @@ impl Portal {
             )
             .await?;
         register_simulated_image(&config, &store, &hosts).await?;
-        let auth = auth::Auth::new(store.clone());
+        let auth = auth::Auth::with_settings(store.clone(), config.login);
         let vms = vms::VmService::new(
             store.clone(),
             config
@@ -210,8 +223,9 @@ impl Portal {
             },
             vms: vms.clone(),
             jobs: jobs.clone(),
+            trusted_proxies: Arc::new(config.http.trusted_proxies.clone()),
         };
-        let router = web::router(state);
+        let router = web::router(state, &config.http, config.served_over_tls());
 
         let shutdown = CancellationToken::new();
         // The first inventory runs in the background so that the portal answers at once.

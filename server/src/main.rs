@@ -157,7 +157,7 @@ async fn create_token(config: Config, name: &str, user: &str) -> anyhow::Result<
         .user_by_name(user)
         .await?
         .ok_or_else(|| anyhow::anyhow!("no user {user:?}"))?;
-    let (_, secret) = auth.create_token(&record.into(), name).await?;
+    let (_, secret) = auth.create_token(&record.into(), name, None).await?;
     store.close().await;
     println!("{secret}");
     Ok(())

@@ -1,4 +1,5 @@
-//! Serves the Leptos UI: server-rendered pages, their server functions, and the browser assets.
+//! Serves the Leptos UI: server-rendered pages, their server functions, and the browser assets;
+//! and puts every route, the API's included, behind the guards of [`crate::guard`].
 
 use std::sync::Arc;
 
@@ -11,8 +12,8 @@ use axum::routing::post;
 use axum::{Form, Router};
 use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
-use leptos_axum::{LeptosRoutes, file_and_error_handler, generate_route_list};
-use passage_app::account::TokenView;
+use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
+use passage_app::account::{AccountView, TokenView};
 use passage_app::inventory::{InventoryView, Viewer};
 use passage_app::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
 use passage_app::requests::{Choices, RequestForm, RequestView};
@@ -20,11 +21,14 @@ use passage_app::service::{BoxFuture, Portal, PortalService, Refusal, RequestFai
 use passage_app::vms::{AuditEntry, AuditFilter, VmView};
 use passage_app::{App, shell};
 use tower_http::compression::CompressionLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::AppState;
+use crate::accounts::AccountAction;
 use crate::auth::{self, AuthError};
-use crate::config::Config;
+use crate::config::{Config, HttpSettings};
+use crate::guard::{self, ConcurrencyLimit};
 
 /// The name of the browser bundle: `pkg/passage.js` and `pkg/passage_bg.wasm`.
 const OUTPUT_NAME: &str = "passage";
@@ -50,38 +54,70 @@ pub fn site_options(config: &Config) -> LeptosOptions {
         .build()
 }
 
-/// Every route but the pages, their server functions and the static files: the API, the agents'
-/// API, the guests' seeds and agent binary, and the forms that post without script. Tests list
-/// what it serves (its `Debug` names each path) to hold each route to an authorization rule.
-pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+/// The routes that must finish within the request time limit: the API, the agents' API, the
+/// guests' seeds and agent binary, and the forms that post without script.
+fn bounded_routes() -> Router<AppState> {
     Router::new()
         .merge(crate::api::routes())
-        .merge(crate::jobs::api::routes(max_upload_bytes))
+        .merge(crate::accounts::routes())
+        .merge(crate::jobs::api::routes())
         .merge(crate::jobs::agent_api::routes())
         .route("/login", post(login_form))
         .route("/logout", post(logout_form))
 }
 
-/// Pages, server functions, the API and static files in one router.
-pub fn router(state: AppState) -> Router {
-    let pages = generate_route_list(App);
+/// The routes that may take long while they move: the console websocket and uploads.
+fn long_lived_routes(max_upload_bytes: u64) -> Router<AppState> {
+    Router::new()
+        .merge(crate::vms::api::console_routes())
+        .merge(crate::jobs::api::upload_routes(max_upload_bytes))
+        .merge(crate::jobs::agent_api::upload_routes())
+}
+
+/// Every route but the pages, their server functions and the static files. Tests list what it
+/// serves (its `Debug` names each path) to hold each route to an authorization rule.
+pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+    bounded_routes().merge(long_lived_routes(max_upload_bytes))
+}
+
+/// Pages, server functions, the API and static files in one router. Every response carries the
+/// security headers (`over_tls`: HSTS too); requests beyond `http.max_concurrent_requests` are
+/// refused at once; every request but the long-lived ones (console, uploads) has
+/// `http.request_timeout` to finish, and those have it as an idle limit on their body.
+pub fn router(state: AppState, http: &HttpSettings, over_tls: bool) -> Router {
+    let routes = generate_route_list(App);
     let handle = Portal(Arc::new(UiService {
         state: state.clone(),
     }));
     let options = state.leptos_options.clone();
-    routes(state.jobs.max_upload_bytes())
-        .leptos_routes_with_context(
-            &state,
-            pages,
-            move || provide_context(handle.clone()),
-            move || shell(options.clone()),
-        )
-        .fallback(file_and_error_handler::<AppState, _>(shell))
+    let context = move || {
+        provide_context(handle.clone());
+        guard::set_page_policy();
+    };
+    let bounded = bounded_routes()
+        .leptos_routes_with_context(&state, routes, context.clone(), move || {
+            shell(options.clone())
+        })
+        .fallback(file_and_error_handler_with_context::<AppState, _>(
+            context, shell,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            http.request_timeout,
+            guard::limit_time,
+        ));
+    let long_lived = long_lived_routes(state.jobs.max_upload_bytes())
+        .layer(RequestBodyTimeoutLayer::new(http.request_timeout));
+    let router = bounded
+        .merge(long_lived)
         .layer(axum::middleware::from_fn(crate::api::json_errors))
         .layer(axum::middleware::from_fn(auth::same_origin_guard))
         .layer(CompressionLayer::new())
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            ConcurrencyLimit::new(http.max_concurrent_requests),
+            guard::limit_concurrency,
+        ))
+        .layer(TraceLayer::new_for_http());
+    guard::with_security_headers(router, over_tls).with_state(state)
 }
 
 /// What the pages' server functions reach: the same state, rules and checks as the API.
@@ -100,7 +136,7 @@ impl PortalService for UiService {
                 .auth
                 .authenticate(headers)
                 .await
-                .map_err(refusal)?;
+                .map_err(|e| refusal(e))?;
             Ok(user.map(|u| Viewer {
                 id: u.id,
                 name: u.name,
@@ -110,18 +146,30 @@ impl PortalService for UiService {
     }
 
     fn snapshot(&self, viewer: Viewer) -> BoxFuture<'_, Result<InventoryView, Refusal>> {
-        Box::pin(async move { self.state.inventory.view(viewer).await.map_err(refusal) })
+        Box::pin(async move {
+            self.state
+                .inventory
+                .view(viewer)
+                .await
+                .map_err(|e| refusal(e))
+        })
     }
 
     fn refresh(&self) -> BoxFuture<'_, Result<(), Refusal>> {
-        Box::pin(async move { self.state.inventory.refresh_all().await.map_err(refusal) })
+        Box::pin(async move {
+            self.state
+                .inventory
+                .refresh_all()
+                .await
+                .map_err(|e| refusal(e))
+        })
     }
 
     fn choices(&self) -> BoxFuture<'_, Result<Choices, Refusal>> {
         Box::pin(async move {
             crate::requests::choices(&self.state.store)
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
@@ -132,7 +180,7 @@ impl PortalService for UiService {
             } else {
                 Some(viewer.id)
             };
-            self.state.store.requests(scope).await.map_err(refusal)
+            self.state.store.requests(scope).await.map_err(|e| refusal(e))
         })
     }
 
@@ -168,12 +216,18 @@ impl PortalService for UiService {
             let choice = crate::scheduler::Choice { host: None, gpus };
             crate::requests::approve_request(&self.state, &viewer.name, id, &choice)
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
     fn vms(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<VmView>, Refusal>> {
-        Box::pin(async move { self.state.vms.list(&user_of(viewer)).await.map_err(refusal) })
+        Box::pin(async move {
+            self.state
+                .vms
+                .list(&user_of(viewer))
+                .await
+                .map_err(|e| refusal(e))
+        })
     }
 
     fn vm(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<VmView>, Refusal>> {
@@ -197,13 +251,18 @@ impl PortalService for UiService {
         Box::pin(async move {
             self.vm_action_for(viewer, id, action, hours, gpu)
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
     fn tokens(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<TokenView>, Refusal>> {
         Box::pin(async move {
-            let tokens = self.state.store.tokens(viewer.id).await.map_err(refusal)?;
+            let tokens = self
+                .state
+                .store
+                .tokens(viewer.id)
+                .await
+                .map_err(|e| refusal(e))?;
             Ok(tokens
                 .into_iter()
                 .map(|t| TokenView {
@@ -212,19 +271,76 @@ impl PortalService for UiService {
                     created_at: crate::store::rfc3339(t.created_at),
                     last_used_at: t.last_used_at.map(crate::store::rfc3339),
                     revoked_at: t.revoked_at.map(crate::store::rfc3339),
+                    expires_at: t.expires_at.map(crate::store::rfc3339),
+                    expired: t.expires_at.is_some_and(|at| at <= crate::store::now_ms()),
                 })
                 .collect())
         })
     }
 
-    fn create_token(&self, viewer: Viewer, name: String) -> BoxFuture<'_, Result<String, Refusal>> {
+    fn create_token(
+        &self,
+        viewer: Viewer,
+        name: String,
+        expires_in_days: Option<u32>,
+    ) -> BoxFuture<'_, Result<String, Refusal>> {
         Box::pin(async move {
             self.state
                 .auth
-                .create_token(&user_of(viewer), &name)
+                .create_token(&user_of(viewer), &name, expires_in_days)
                 .await
                 .map(|(_, secret)| secret)
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
+        })
+    }
+
+    fn change_password(
+        &self,
+        viewer: Viewer,
+        headers: HeaderMap,
+        peer: SocketAddr,
+        current: String,
+        new: String,
+    ) -> BoxFuture<'_, Result<(), Refusal>> {
+        Box::pin(async move {
+            let client = self.state.client_address(peer, &headers);
+            // A bearer token is not a session to keep: every session ends.
+            let session = auth::bearer(&headers)
+                .is_none()
+                .then(|| auth::session_secret(&headers))
+                .flatten();
+            self.state
+                .auth
+                .change_password(&user_of(viewer), client, session.as_deref(), &current, &new)
+                .await
+                .map_err(|e| refusal(e))
+        })
+    }
+
+    fn accounts(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<AccountView>, Refusal>> {
+        Box::pin(async move {
+            self.state
+                .auth
+                .accounts(&user_of(viewer))
+                .await
+                .map_err(|e| refusal(e))
+        })
+    }
+
+    fn account_action(
+        &self,
+        viewer: Viewer,
+        name: String,
+        action: String,
+    ) -> BoxFuture<'_, Result<(), Refusal>> {
+        Box::pin(async move {
+            let action = AccountAction::parse(&action)
+                .ok_or_else(|| Refusal::new(422, format!("no account action {action:?}")))?;
+            self.state
+                .auth
+                .act_on_account(&user_of(viewer), &name, action)
+                .await
+                .map_err(|e| refusal(e))
         })
     }
 
@@ -249,7 +365,7 @@ impl PortalService for UiService {
                 .store
                 .set_ssh_key(viewer.id, key)
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
@@ -259,12 +375,12 @@ impl PortalService for UiService {
                 .store
                 .audit_entries(&filter, 500)
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
     fn plugins(&self) -> BoxFuture<'_, Result<Vec<PluginView>, Refusal>> {
-        Box::pin(async move { self.state.jobs.plugins().await.map_err(refusal) })
+        Box::pin(async move { self.state.jobs.plugins().await.map_err(|e| refusal(e)) })
     }
 
     fn plugin(&self, id: i64) -> BoxFuture<'_, Result<Option<PluginView>, Refusal>> {
@@ -283,7 +399,7 @@ impl PortalService for UiService {
                 .jobs
                 .agents(&user_of(viewer))
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
@@ -298,7 +414,7 @@ impl PortalService for UiService {
                 .add_native_host(&user_of(viewer), &name)
                 .await
                 .map(|(_, token)| token)
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
@@ -308,7 +424,7 @@ impl PortalService for UiService {
                 .jobs
                 .revoke_agent(&user_of(viewer), id)
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
@@ -322,7 +438,7 @@ impl PortalService for UiService {
                 .jobs
                 .queue(&user_of(viewer), &order)
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
@@ -332,7 +448,7 @@ impl PortalService for UiService {
                 .jobs
                 .queue_suite(&user_of(viewer), agent)
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
@@ -346,7 +462,7 @@ impl PortalService for UiService {
                 .jobs
                 .jobs(&user_of(viewer), &filter)
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
@@ -366,7 +482,7 @@ impl PortalService for UiService {
                 .jobs
                 .cancel(&user_of(viewer), id)
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 
@@ -374,12 +490,13 @@ impl PortalService for UiService {
         Box::pin(async move {
             crate::requests::deny_request(&self.state.store, &viewer.name, id, &reason)
                 .await
-                .map_err(refusal)
+                .map_err(|e| refusal(e))
         })
     }
 }
 
-/// A failure as a server function answers it: the status and message the API gives it.
+/// A refusal for a page's server function: the status and words the API gives for the same
+/// error (a database failure as such, without the database's own words).
 fn refusal(e: impl Into<crate::api::ApiError>) -> Refusal {
     let e = e.into();
     Refusal::new(e.status().as_u16(), e.message())
@@ -442,7 +559,11 @@ async fn login_form(
 ) -> Response {
     match state
         .auth
-        .login(&form.name, &form.password, client.ip())
+        .login(
+            &form.name,
+            &form.password,
+            state.client_address(client, &headers),
+        )
         .await
     {
         Ok((_, secret)) => (
@@ -454,6 +575,7 @@ async fn login_form(
         )
             .into_response(),
         Err(AuthError::RateLimited(_)) => Redirect::to("/login?error=rate-limited").into_response(),
+        Err(AuthError::Disabled) => Redirect::to("/login?error=disabled").into_response(),
         Err(AuthError::Store(e)) => {
             tracing::error!(error = %e, "sign-in failed on the database");
             Redirect::to("/login?error=unavailable").into_response()

@@ -1,11 +1,12 @@
 //! The console proxy against a real QEMU VM (needs `PASSAGE_TEST_LIBVIRT_URI`, e.g.
-//! `qemu:///system`): the websocket carries the VM's VNC stream, for its owner only.
+//! `qemu:///system`): the websocket carries the VM's VNC stream, for its owner only, and outlives
+//! the request time limit.
 
 mod common;
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use passage_hypervisor::LibvirtHost;
 use passage_hypervisor::domain::{DomainKind, DomainSpec, Network};
 use passage_server::Portal;
@@ -24,6 +25,8 @@ async fn the_console_websocket_carries_a_real_vms_vnc_stream_to_its_owner_only()
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path(), &[("real", &uri)]);
     config.hosts[0].tcg = true;
+    // A console is watched for longer than any request may take.
+    config.http.request_timeout = Duration::from_secs(2);
     let ada = common::token_for(&config, "ada", false).await;
     let bob = common::token_for(&config, "bob", false).await;
 
@@ -123,6 +126,22 @@ async fn the_console_websocket_carries_a_real_vms_vnc_stream_to_its_owner_only()
         panic!("{first:?}")
     };
     assert!(banner.starts_with(b"RFB 003."), "{banner:?}");
+    // Past the request time limit the console still carries both ways: the client's version
+    // goes in, the server's security types come back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    socket
+        .send(Message::Binary(b"RFB 003.008\n".to_vec().into()))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("VNC answers the client's version")
+        .unwrap()
+        .unwrap();
+    let Message::Binary(security) = answer else {
+        panic!("{answer:?}")
+    };
+    assert!(!security.is_empty() && security[0] > 0, "{security:?}");
     drop(socket);
 
     portal.shutdown(Duration::from_secs(10)).await.unwrap();

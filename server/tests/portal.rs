@@ -377,10 +377,21 @@ async fn the_api_describes_itself_as_openapi() {
         "/api/v1/requests/{id}",
         "/api/v1/requests/{id}/approve",
         "/api/v1/requests/{id}/deny",
+        "/api/v1/me/password",
+        "/api/v1/users",
+        "/api/v1/users/{name}",
+        "/api/v1/users/{name}/disable",
+        "/api/v1/users/{name}/enable",
+        "/api/v1/users/{name}/promote",
+        "/api/v1/users/{name}/demote",
+        "/api/v1/users/{name}/sessions",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
     assert!(doc["components"]["schemas"]["GpuView"].is_object());
+    assert!(doc["components"]["schemas"]["AccountView"].is_object());
+    assert!(doc["components"]["schemas"]["NewToken"]["properties"]["expires_in_days"].is_object());
+    assert!(doc["components"]["schemas"]["ApiTokenRecord"]["properties"]["expires_at"].is_object());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }
@@ -651,4 +662,133 @@ async fn quotas_are_enforced_and_small_requests_are_approved_at_once() {
         "{refused}"
     );
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn libvirt_uris_and_messages_are_shown_to_admins_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let offline = "test:///nonexistent/passage/offline.xml";
+    let config = common::config(
+        dir.path(),
+        &[("simulated", "simulated"), ("offline", offline)],
+    );
+    let admin = common::client(&common::token_for(&config, "ops", true).await);
+    let user = common::client(&common::token_for(&config, "ada", false).await);
+    let portal = Portal::start(config).await.unwrap();
+    let base = format!("http://{}", portal.address);
+    refresh(&admin, &base).await;
+
+    let hosts = |client: &reqwest::Client| {
+        let url = format!("{base}/api/v1/hosts");
+        let client = client.clone();
+        async move {
+            let text = client.get(url).send().await.unwrap().text().await.unwrap();
+            let hosts: Vec<HostView> = serde_json::from_str(&text).unwrap();
+            (text, hosts)
+        }
+    };
+    let (_, seen) = hosts(&admin).await;
+    assert_eq!(seen[0].uri.as_deref(), Some(offline));
+    assert!(seen[0].error.as_deref().unwrap().contains("nonexistent"));
+    assert_eq!(seen[1].driver.as_deref(), Some("TEST"));
+
+    let (text, seen) = hosts(&user).await;
+    assert!(
+        !text.contains("nonexistent") && !text.contains("test:///"),
+        "{text}"
+    );
+    assert_eq!(
+        seen.iter()
+            .map(|h| (h.name.as_str(), h.state))
+            .collect::<Vec<_>>(),
+        [
+            ("offline", HostState::Unreachable),
+            ("simulated", HostState::Reachable)
+        ]
+    );
+    assert!(seen.iter().all(|h| h.uri.is_none()
+        && h.error.is_none()
+        && h.hostname.is_none()
+        && h.driver.is_none()
+        && h.libvirt_version.is_none()));
+    assert_eq!(seen[1].gpu_count, 8);
+
+    // The page says the same: the state, not libvirt's words.
+    let page = user.get(&base).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("0000:b1:00.0"));
+    assert!(!page.contains("nonexistent") && !page.contains("test:///"));
+    assert!(page.contains("admins see why"));
+    let page = admin.get(&base).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("/nonexistent/passage/offline.xml"));
+    portal.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_broken_database_is_reported_without_its_own_words() {
+    common::on_every_backend(|url| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = common::config(dir.path(), &[]);
+        config.database_url = url.clone();
+        let ada = common::client(&common::token_for(&config, "ada", false).await);
+        let portal = Portal::start(config).await.unwrap();
+        let base = format!("http://{}", portal.address);
+        assert_eq!(
+            reqwest::get(format!("{base}/healthz"))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+
+        // The accounts table goes away under the running portal.
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        sqlx::query("ALTER TABLE users RENAME TO users_gone")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+
+        let leaks = |text: &str| {
+            ["users", "table", "relation", "sqlx", "error returned"]
+                .iter()
+                .any(|word| text.contains(word))
+        };
+        let health = reqwest::get(format!("{base}/healthz")).await.unwrap();
+        assert_eq!(health.status(), 503);
+        let text = health.text().await.unwrap();
+        assert!(!leaks(&text), "{text}");
+        assert!(text.contains("unavailable"), "{text}");
+
+        let api = ada.get(format!("{base}/api/v1/gpus")).send().await.unwrap();
+        assert_eq!(api.status(), 503);
+        let text = api.text().await.unwrap();
+        assert!(!leaks(&text), "{text}");
+        assert!(text.contains("database is not available"), "{text}");
+
+        let login = reqwest::Client::new()
+            .post(format!("{base}/api/v1/login"))
+            .json(&serde_json::json!({ "name": "ada", "password": "a long enough password" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 503);
+        let text = login.text().await.unwrap();
+        assert!(!leaks(&text), "{text}");
+
+        let page = ada.get(&base).send().await.unwrap().text().await.unwrap();
+        assert!(!page.contains("users_gone") && !page.contains("no such table"));
+        assert!(page.contains("database is not available"), "{page}");
+
+        sqlx::query("ALTER TABLE users_gone RENAME TO users")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        <sqlx::AnyConnection as sqlx::Connection>::close(conn)
+            .await
+            .unwrap();
+        portal.shutdown(Duration::from_secs(10)).await.unwrap();
+    })
+    .await;
 }

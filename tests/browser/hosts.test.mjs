@@ -1,7 +1,7 @@
 // The hosts page end to end: server-rendered, hydrated, filtered and refreshed in Chromium.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, signIn, startPortal } from './portal.mjs';
+import { launchBrowser, signIn, startPortal, watchErrors } from './portal.mjs';
 
 const ADMIN = { name: 'ops', password: 'operator password', admin: true };
 const USER = { name: 'ada', password: 'analytical engine', admin: false };
@@ -34,7 +34,7 @@ async function openHydrated(account = ADMIN) {
   const context = await browser.newContext();
   const page = await context.newPage();
   const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
+  watchErrors(page, errors);
   await signIn(page, portal.url, account.name, account.password);
   return { page, errors };
 }
@@ -122,11 +122,17 @@ test('refresh asks the hosts again and shows the new inventory time', async () =
   await page.close();
 });
 
-test('a user who is not an admin sees the GPUs but cannot refresh, and can sign out', async () => {
+test('a user who is not an admin sees the GPUs but neither libvirt URIs nor messages, cannot refresh, and can sign out', async () => {
   const { page, errors } = await openHydrated(USER);
   assert.equal(await page.locator('tr.gpu').count(), 8);
   assert.equal(await page.locator('#refresh').count(), 0, 'no refresh button');
   assert.match(await page.locator('#viewer').innerText(), /^ada$/);
+  // Libvirt's URIs and words are for admins: a user sees the offline host's state alone.
+  const offline = page.locator('section.host[data-host="lab-offline"]');
+  assert.equal(await offline.getAttribute('data-state'), 'unreachable');
+  assert.match(await offline.locator('.host-error').innerText(), /admins see why/);
+  assert.equal(await page.locator('code.uri').count(), 0);
+  assert.ok(!(await page.content()).includes('nonexistent'), 'no libvirt URI or message');
   await Promise.all([page.waitForURL((u) => u.pathname === '/login'), page.click('#sign-out')]);
   await page.goto(portal.url);
   await page.waitForSelector('#sign-in-prompt');

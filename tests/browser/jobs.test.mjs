@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { launchBrowser, signIn, startPortal } from './portal.mjs';
+import { launchBrowser, signIn, startPortal, watchErrors } from './portal.mjs';
 
 const ADMIN = { name: 'ops', password: 'operator password', admin: true };
 const ADA = { name: 'ada', password: 'analytical engine', admin: false };
@@ -38,7 +38,7 @@ after(async () => {
 async function open(account, path, ready) {
   const page = await (await browser.newContext()).newPage();
   const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
+  watchErrors(page, errors);
   await signIn(page, portal.url, account.name, account.password);
   await page.goto(`${portal.url}${path}`);
   await page.waitForSelector(`${ready}[data-hydrated="true"]`, { timeout: 30_000 });
@@ -155,6 +155,11 @@ test('admins upload plugins; what is not a plugin is refused with the reason', a
   await page.setInputFiles('#plugin-file', garbage);
   await Promise.all([page.waitForURL(/\/plugins\?error=/), page.click('#upload-plugin')]);
   assert.match(await page.locator('#upload-error').innerText(), /not a WebAssembly component/);
+  assert.match(page.url(), /error=not-a-plugin$/);
+  // A crafted link cannot put words on the page: only known codes are shown.
+  await page.goto(`${portal.url}plugins?error=Your%20account%20is%20locked`);
+  await page.waitForSelector('.plugins-page[data-hydrated="true"]');
+  assert.equal(await page.locator('#upload-error').count(), 0);
 
   await page.setInputFiles('#plugin-file', {
     name: 'misbehave.wasm',

@@ -70,3 +70,14 @@ export async function signIn(page, url, name, password) {
   await Promise.all([page.waitForURL((u) => u.pathname === '/'), page.click('#sign-in')]);
   await page.waitForSelector('[data-hydrated="true"]', { timeout: 30_000 });
 }
+
+/**
+ * Collects into `errors` what goes wrong on `page`: uncaught exceptions, and anything the
+ * Content-Security-Policy refuses (the browser reports it on the console).
+ */
+export function watchErrors(page, errors) {
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (message) => {
+    if (/Content Security Policy|Refused to/.test(message.text())) errors.push(message.text());
+  });
+}

@@ -2,7 +2,7 @@
 // another browser, and the user's page shows the placement without reloading.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, signIn, startPortal } from './portal.mjs';
+import { launchBrowser, signIn, startPortal, watchErrors } from './portal.mjs';
 
 const ADMIN = { name: 'ops', password: 'operator password', admin: true };
 const ADA = { name: 'ada', password: 'analytical engine', admin: false };
@@ -24,7 +24,7 @@ after(async () => {
 async function requestsPage(account) {
   const page = await (await browser.newContext()).newPage();
   const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
+  watchErrors(page, errors);
   await signIn(page, portal.url, account.name, account.password);
   await page.goto(`${portal.url}requests`);
   await page.waitForSelector('.requests-page[data-hydrated="true"]', { timeout: 30_000 });

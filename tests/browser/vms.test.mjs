@@ -3,7 +3,7 @@
 // releases it; another user cannot see it; the admin reads it all in the audit log.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, signIn, startPortal } from './portal.mjs';
+import { launchBrowser, signIn, startPortal, watchErrors } from './portal.mjs';
 
 const ADMIN = { name: 'ops', password: 'operator password', admin: true };
 const ADA = { name: 'ada', password: 'analytical engine', admin: false };
@@ -25,7 +25,7 @@ after(async () => {
 async function open(account, path, ready) {
   const page = await (await browser.newContext()).newPage();
   const errors = [];
-  page.on('pageerror', (e) => errors.push(e.message));
+  watchErrors(page, errors);
   await signIn(page, portal.url, account.name, account.password);
   await page.goto(`${portal.url}${path}`);
   await page.waitForSelector(`${ready}[data-hydrated="true"]`, { timeout: 30_000 });

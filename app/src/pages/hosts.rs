@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 
-use crate::inventory::{GpuState, GpuView, HostView, RefreshInventory, load_inventory};
+use crate::inventory::{GpuState, GpuView, HostState, HostView, RefreshInventory, load_inventory};
 
 /// Lists hosts and their GPUs, with a model filter and a refresh button.
 #[component]
@@ -168,13 +168,16 @@ fn HostCard(host: HostView, gpus: Vec<GpuView>, model: ReadSignal<String>) -> im
             <header>
                 <h2>{host.name.clone()}</h2>
                 <span class=format!("badge {state}")>{state}</span>
-                <code class="uri">{host.uri.clone()}</code>
+                {host.uri.clone().map(|uri| view! { <code class="uri">{uri}</code> })}
             </header>
             <p class="facts">
                 {(!facts.is_empty()).then(|| view! { <span class="facts-text">{facts}</span> })}
                 <span class="last-refresh">{refreshed}</span>
             </p>
             {host.error.clone().map(|e| view! { <p class="error host-error">{e}</p> })}
+            {(host.state == HostState::Unreachable && host.error.is_none()).then(|| view! {
+                <p class="error host-error">"The host did not answer its last inventory; admins see why."</p>
+            })}
             {host
                 .passthrough_problem
                 .clone()
@@ -324,7 +327,6 @@ fn GpuRow(gpu: GpuView) -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::HostState;
 
     #[test]
     fn models_are_listed_once_in_order() {

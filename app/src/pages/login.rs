@@ -17,6 +17,7 @@ pub fn LoginPage() -> impl IntoView {
                 "rate-limited" => {
                     Some("Too many failed attempts. Wait a few minutes and try again.")
                 }
+                "disabled" => Some("This account is disabled. An admin can enable it again."),
                 "unavailable" => {
                     Some("The portal cannot check accounts right now. Try again shortly.")
                 }

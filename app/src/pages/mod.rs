@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod login;
 pub mod plugins;
 pub mod requests;
+pub mod users;
 pub mod vms;
 
 /// A signal that ticks every `every` in the browser, and whether the page is hydrated. Effects

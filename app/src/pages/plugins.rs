@@ -48,6 +48,26 @@ fn TargetSelect(
     }
 }
 
+/// What the page says for an error code of the upload form.
+fn upload_error_text(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "not-a-plugin" => {
+            "That file is not a plugin: not a WebAssembly component of Passage's plugin world \
+             (plugins/wit/plugin.wit), or its describe failed. The portal's log says which."
+        }
+        "too-large" => "That file is larger than the portal takes ([plugins] max_upload_mib).",
+        "version-taken" => {
+            "A plugin of that name and version is registered with other contents: give the new \
+             build a new version."
+        }
+        "no-file" => "Choose a .wasm file first.",
+        "broken-upload" => "The upload broke off. Try again.",
+        "forbidden" => "Only admins upload plugins.",
+        "unavailable" => "The portal cannot register plugins right now. Try again shortly.",
+        _ => return None,
+    })
+}
+
 /// Every plugin; the suite; the upload form for admins.
 #[component]
 pub fn PluginsPage() -> impl IntoView {
@@ -56,7 +76,13 @@ pub fn PluginsPage() -> impl IntoView {
     let agents = Resource::new(|| (), |_| load_agents());
     let viewer = Resource::new(|| (), |_| crate::inventory::current_viewer());
     let query = use_query_map();
-    let upload_error = move || query.read().get("error");
+    // Only known codes are shown, so a crafted link cannot put words on this page.
+    let upload_error = move || {
+        query
+            .read()
+            .get("error")
+            .and_then(|code| upload_error_text(&code))
+    };
     let target = RwSignal::new(String::new());
     let suite = Action::new(|agent: &i64| queue_suite(*agent));
     let navigate = use_navigate();
@@ -303,5 +329,24 @@ fn PluginDetails(plugin: PluginView, agents: Vec<AgentView>) -> impl IntoView {
                 </div>
             }.into_any()
         }}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upload_error_text;
+
+    #[test]
+    fn only_known_upload_errors_are_shown() {
+        assert!(
+            upload_error_text("not-a-plugin")
+                .unwrap()
+                .contains("not a WebAssembly component")
+        );
+        assert_eq!(
+            upload_error_text("Your account is locked: call +1 555 0100"),
+            None
+        );
+        assert_eq!(upload_error_text(""), None);
     }
 }

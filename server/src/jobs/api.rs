@@ -15,8 +15,23 @@ use crate::AppState;
 use crate::api::ApiError;
 use crate::auth::{Admin, CurrentUser};
 
-/// The routes of this module.
-pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
+/// The routes of this module but the uploads.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/plugins", get(list_plugins))
+        .route("/api/v1/plugins/{id}", get(show_plugin))
+        .route("/api/v1/plugins/{id}/component", get(plugin_component))
+        .route("/api/v1/agents", get(list_agents).post(add_agent))
+        .route("/api/v1/agents/{id}", delete(revoke_agent))
+        .route("/api/v1/agents/{id}/suite", post(queue_suite))
+        .route("/api/v1/jobs", get(list_jobs).post(queue_job))
+        .route("/api/v1/jobs/{id}", get(show_job))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
+}
+
+/// The plugin uploads (API and form): a large component over a slow link takes as long as it
+/// takes, so they are routed outside the request time limit (an idle body is still cut).
+pub fn upload_routes(max_upload_bytes: u64) -> Router<AppState> {
     // Room for the multipart framing around the largest component taken.
     let body_limit = usize::try_from(max_upload_bytes)
         .unwrap_or(usize::MAX)
@@ -24,22 +39,12 @@ pub fn routes(max_upload_bytes: u64) -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/plugins",
-            get(list_plugins)
-                .post(upload_plugin)
-                .layer(DefaultBodyLimit::max(body_limit)),
+            post(upload_plugin).layer(DefaultBodyLimit::max(body_limit)),
         )
-        .route("/api/v1/plugins/{id}", get(show_plugin))
-        .route("/api/v1/plugins/{id}/component", get(plugin_component))
         .route(
             "/plugins/upload",
             post(upload_form).layer(DefaultBodyLimit::max(body_limit)),
         )
-        .route("/api/v1/agents", get(list_agents).post(add_agent))
-        .route("/api/v1/agents/{id}", delete(revoke_agent))
-        .route("/api/v1/agents/{id}/suite", post(queue_suite))
-        .route("/api/v1/jobs", get(list_jobs).post(queue_job))
-        .route("/api/v1/jobs/{id}", get(show_job))
-        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
 }
 
 impl From<JobError> for ApiError {
@@ -144,56 +149,96 @@ pub(crate) async fn plugin_component(
         .into_response())
 }
 
-/// The plugin page's upload form: goes to the new plugin's page, or back with the error.
+/// The plugin page's upload form: goes to the new plugin's page, or back with an error code
+/// the page knows (`/plugins?error=not-a-plugin`); the details go to the log. Only codes travel
+/// in the address, so a crafted link cannot put words on the page.
 async fn upload_form(
     State(state): State<AppState>,
     headers: HeaderMap,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Response {
-    let back = |message: &str| {
-        let query: String = url_escape(message);
-        Redirect::to(&format!("/plugins?error={query}")).into_response()
+    let back = |code: UploadError| {
+        Redirect::to(&format!("/plugins?error={}", code.as_str())).into_response()
     };
     let user = match state.auth.authenticate(&headers).await {
         Ok(Some(user)) => user,
         Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return back(&e.to_string()),
+        Err(e) => {
+            tracing::error!(error = %e, "plugin upload: authentication failed on the database");
+            return back(UploadError::Unavailable);
+        }
     };
     let mut multipart = match multipart {
         Ok(m) => m,
-        Err(e) => return back(&e.body_text()),
+        Err(e) => {
+            tracing::warn!(error = %e.body_text(), "plugin upload: not a multipart form");
+            return back(UploadError::BrokenUpload);
+        }
+    };
+    let broken = |e: axum::extract::multipart::MultipartError| {
+        tracing::warn!(error = %e, "plugin upload broke off");
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            UploadError::TooLarge
+        } else {
+            UploadError::BrokenUpload
+        }
     };
     let mut bytes = None;
     loop {
         match multipart.next_field().await {
             Ok(Some(field)) if field.name() == Some("component") => match field.bytes().await {
                 Ok(b) => bytes = Some(b.to_vec()),
-                Err(e) => return back(&format!("the upload broke off: {e}")),
+                Err(e) => return back(broken(e)),
             },
             Ok(Some(_)) => {}
             Ok(None) => break,
-            Err(e) => return back(&format!("the upload broke off: {e}")),
+            Err(e) => return back(broken(e)),
         }
     }
     let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
-        return back("choose a .wasm file first");
+        return back(UploadError::NoFile);
     };
     match state.jobs.upload(&user, bytes).await {
         Ok(r) => Redirect::to(&format!("/plugins/{}", r.plugin.id)).into_response(),
-        Err(e) => back(&e.to_string()),
+        Err(e) => {
+            tracing::warn!(admin = %user.name, error = %e, "plugin upload refused");
+            back(match e {
+                JobError::Forbidden(_) => UploadError::Forbidden,
+                JobError::BadPlugin(_) => UploadError::NotAPlugin,
+                JobError::Conflict(_) => UploadError::VersionTaken,
+                JobError::Invalid(_) => UploadError::TooLarge,
+                JobError::NotFound(_) | JobError::TooMany(_) | JobError::Store(_) => {
+                    UploadError::Unavailable
+                }
+            })
+        }
     }
 }
 
-/// Percent-encodes everything but unreserved characters, for a query value.
-fn url_escape(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// Why an upload from the plugin page failed, as the page names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UploadError {
+    NotAPlugin,
+    TooLarge,
+    VersionTaken,
+    NoFile,
+    BrokenUpload,
+    Forbidden,
+    Unavailable,
+}
+
+impl UploadError {
+    fn as_str(self) -> &'static str {
+        match self {
+            UploadError::NotAPlugin => "not-a-plugin",
+            UploadError::TooLarge => "too-large",
+            UploadError::VersionTaken => "version-taken",
+            UploadError::NoFile => "no-file",
+            UploadError::BrokenUpload => "broken-upload",
+            UploadError::Forbidden => "forbidden",
+            UploadError::Unavailable => "unavailable",
+        }
+    }
 }
 
 /// The agents you may run plugins on: your VMs' and the native hosts (admins: all).

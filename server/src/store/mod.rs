@@ -26,7 +26,7 @@ mod leases;
 mod plugins;
 mod vms;
 
-pub use accounts::{ApiTokenRecord, UserRecord, is_unique_violation};
+pub use accounts::{AccountChange, AccountRecord, ApiTokenRecord, UserRecord, is_unique_violation};
 pub use claims::{ClaimOutcome, FreeGpu, Image, RequestNeeds};
 pub use domains::{SeenDomain, UnknownDomain};
 pub use jobs::{
@@ -135,9 +135,11 @@ impl Store {
         self.pool.close().await;
     }
 
-    /// A cheap query that proves the database answers.
+    /// A cheap query that proves the database answers and holds the portal's tables.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT id FROM users LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -364,7 +366,7 @@ fn host_view(row: &AnyRow) -> Result<HostView, StoreError> {
     let gpu_count: i64 = row.try_get("gpu_count")?;
     Ok(HostView {
         name: row.try_get("name")?,
-        uri: row.try_get("uri")?,
+        uri: Some(row.try_get("uri")?),
         state,
         hostname: row.try_get("hostname")?,
         driver: row.try_get("driver")?,

@@ -32,7 +32,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/vms/{id}/extend", post(extend))
         .route("/api/v1/vms/{id}/gpus", post(attach_gpu))
         .route("/api/v1/vms/{id}/gpus/{address}", delete(detach_gpu))
-        .route("/api/v1/vms/{id}/console", get(console))
         .route("/api/v1/vms/{id}/domain", get(domain_xml))
         .route("/api/v1/unknown-domains", get(unknown_domains))
         .route(
@@ -45,6 +44,12 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/me/ssh-key", put(set_ssh_key))
         .route("/cloud-init/{id}/{key}/{document}", get(seed_document))
         .route("/downloads/passage-agent", get(agent_binary))
+}
+
+/// The console websocket: it lives as long as someone watches, so it is routed outside the
+/// request time limit.
+pub fn console_routes() -> Router<AppState> {
+    Router::new().route("/api/v1/vms/{id}/console", get(console))
 }
 
 impl From<VmError> for ApiError {

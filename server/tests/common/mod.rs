@@ -50,6 +50,8 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
             offline_after_secs: 3,
         },
         jobs: Default::default(),
+        http: Default::default(),
+        login: Default::default(),
     }
 }
 
@@ -63,7 +65,7 @@ pub async fn token_for(config: &Config, name: &str, admin: bool) -> String {
         .unwrap();
     let auth = passage_server::auth::Auth::new(store.clone());
     let user = auth.add_user(name, PASSWORD, admin).await.unwrap();
-    let (_, token) = auth.create_token(&user, "tests").await.unwrap();
+    let (_, token) = auth.create_token(&user, "tests", None).await.unwrap();
     store.close().await;
     token
 }
