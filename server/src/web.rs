@@ -136,7 +136,7 @@ impl PortalService for UiService {
                 .auth
                 .authenticate(headers)
                 .await
-                .map_err(|e| refusal(e))?;
+                .map_err(refusal)?;
             Ok(user.map(|u| Viewer {
                 id: u.id,
                 name: u.name,
@@ -146,30 +146,18 @@ impl PortalService for UiService {
     }
 
     fn snapshot(&self, viewer: Viewer) -> BoxFuture<'_, Result<InventoryView, Refusal>> {
-        Box::pin(async move {
-            self.state
-                .inventory
-                .view(viewer)
-                .await
-                .map_err(|e| refusal(e))
-        })
+        Box::pin(async move { self.state.inventory.view(viewer).await.map_err(refusal) })
     }
 
     fn refresh(&self) -> BoxFuture<'_, Result<(), Refusal>> {
-        Box::pin(async move {
-            self.state
-                .inventory
-                .refresh_all()
-                .await
-                .map_err(|e| refusal(e))
-        })
+        Box::pin(async move { self.state.inventory.refresh_all().await.map_err(refusal) })
     }
 
     fn choices(&self) -> BoxFuture<'_, Result<Choices, Refusal>> {
         Box::pin(async move {
             crate::requests::choices(&self.state.store)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -180,7 +168,7 @@ impl PortalService for UiService {
             } else {
                 Some(viewer.id)
             };
-            self.state.store.requests(scope).await.map_err(|e| refusal(e))
+            self.state.store.requests(scope).await.map_err(refusal)
         })
     }
 
@@ -216,18 +204,12 @@ impl PortalService for UiService {
             let choice = crate::scheduler::Choice { host: None, gpus };
             crate::requests::approve_request(&self.state, &viewer.name, id, &choice)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
     fn vms(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<VmView>, Refusal>> {
-        Box::pin(async move {
-            self.state
-                .vms
-                .list(&user_of(viewer))
-                .await
-                .map_err(|e| refusal(e))
-        })
+        Box::pin(async move { self.state.vms.list(&user_of(viewer)).await.map_err(refusal) })
     }
 
     fn vm(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<VmView>, Refusal>> {
@@ -251,18 +233,13 @@ impl PortalService for UiService {
         Box::pin(async move {
             self.vm_action_for(viewer, id, action, hours, gpu)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
     fn tokens(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<TokenView>, Refusal>> {
         Box::pin(async move {
-            let tokens = self
-                .state
-                .store
-                .tokens(viewer.id)
-                .await
-                .map_err(|e| refusal(e))?;
+            let tokens = self.state.store.tokens(viewer.id).await.map_err(refusal)?;
             Ok(tokens
                 .into_iter()
                 .map(|t| TokenView {
@@ -290,7 +267,7 @@ impl PortalService for UiService {
                 .create_token(&user_of(viewer), &name, expires_in_days)
                 .await
                 .map(|(_, secret)| secret)
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -313,7 +290,7 @@ impl PortalService for UiService {
                 .auth
                 .change_password(&user_of(viewer), client, session.as_deref(), &current, &new)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -323,7 +300,7 @@ impl PortalService for UiService {
                 .auth
                 .accounts(&user_of(viewer))
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -340,7 +317,7 @@ impl PortalService for UiService {
                 .auth
                 .act_on_account(&user_of(viewer), &name, action)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -365,7 +342,7 @@ impl PortalService for UiService {
                 .store
                 .set_ssh_key(viewer.id, key)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -375,12 +352,12 @@ impl PortalService for UiService {
                 .store
                 .audit_entries(&filter, 500)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
     fn plugins(&self) -> BoxFuture<'_, Result<Vec<PluginView>, Refusal>> {
-        Box::pin(async move { self.state.jobs.plugins().await.map_err(|e| refusal(e)) })
+        Box::pin(async move { self.state.jobs.plugins().await.map_err(refusal) })
     }
 
     fn plugin(&self, id: i64) -> BoxFuture<'_, Result<Option<PluginView>, Refusal>> {
@@ -399,7 +376,7 @@ impl PortalService for UiService {
                 .jobs
                 .agents(&user_of(viewer))
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -414,7 +391,7 @@ impl PortalService for UiService {
                 .add_native_host(&user_of(viewer), &name)
                 .await
                 .map(|(_, token)| token)
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -424,7 +401,7 @@ impl PortalService for UiService {
                 .jobs
                 .revoke_agent(&user_of(viewer), id)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -438,7 +415,7 @@ impl PortalService for UiService {
                 .jobs
                 .queue(&user_of(viewer), &order)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -448,7 +425,7 @@ impl PortalService for UiService {
                 .jobs
                 .queue_suite(&user_of(viewer), agent)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -462,7 +439,7 @@ impl PortalService for UiService {
                 .jobs
                 .jobs(&user_of(viewer), &filter)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -482,7 +459,7 @@ impl PortalService for UiService {
                 .jobs
                 .cancel(&user_of(viewer), id)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 
@@ -490,7 +467,7 @@ impl PortalService for UiService {
         Box::pin(async move {
             crate::requests::deny_request(&self.state.store, &viewer.name, id, &reason)
                 .await
-                .map_err(|e| refusal(e))
+                .map_err(refusal)
         })
     }
 }

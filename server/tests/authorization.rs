@@ -160,6 +160,54 @@ fn matrix() -> Vec<Row> {
         ),
         row("POST /api/v1/logout", "/api/v1/logout", N, everyone("204")),
         row("GET /api/v1/me", "/api/v1/me", N, users("200")),
+        // A wrong current password: refused (403) to everyone signed in.
+        row(
+            "PUT /api/v1/me/password",
+            "/api/v1/me/password",
+            J(
+                json!({ "current_password": "not it at all", "new_password": "the matrix's new one" }),
+            ),
+            users("403"),
+        ),
+        // Accounts (admins). The account acted on does not exist: an admin gets past
+        // authorization to its absence, and nobody's account changes under the other rows.
+        row("GET /api/v1/users", "/api/v1/users", N, admins("200")),
+        row(
+            "DELETE /api/v1/users/{name}",
+            "/api/v1/users/zoe",
+            N,
+            admins("404"),
+        ),
+        row(
+            "DELETE /api/v1/users/{name}/sessions",
+            "/api/v1/users/zoe/sessions",
+            N,
+            admins("404"),
+        ),
+        row(
+            "POST /api/v1/users/{name}/disable",
+            "/api/v1/users/zoe/disable",
+            N,
+            admins("404"),
+        ),
+        row(
+            "POST /api/v1/users/{name}/enable",
+            "/api/v1/users/zoe/enable",
+            N,
+            admins("404"),
+        ),
+        row(
+            "POST /api/v1/users/{name}/promote",
+            "/api/v1/users/zoe/promote",
+            N,
+            admins("404"),
+        ),
+        row(
+            "POST /api/v1/users/{name}/demote",
+            "/api/v1/users/zoe/demote",
+            N,
+            admins("404"),
+        ),
         row("GET /api/v1/tokens", "/api/v1/tokens", N, users("200")),
         row(
             "POST /api/v1/tokens",
@@ -448,9 +496,9 @@ fn matrix() -> Vec<Row> {
                 "->/login",
                 "->/login",
                 "->/login",
-                "->/plugins?error=only%20admins",
+                "->/plugins?error=forbidden",
                 "->/login",
-                "->/plugins?error=only%20admins",
+                "->/plugins?error=forbidden",
                 "->/plugins?error=",
             ],
         ),
@@ -473,6 +521,7 @@ fn matrix() -> Vec<Row> {
         row("GET /agents", "/agents", N, everyone("200")),
         row("GET /audit", "/audit", N, everyone("200")),
         row("GET /account", "/account", N, everyone("200")),
+        row("GET /users", "/users", N, everyone("200")),
         // The pages' server functions.
         row(
             "POST /api/current_viewer",
@@ -563,9 +612,29 @@ fn matrix() -> Vec<Row> {
             signed_in("401", "200", "200", "200"),
         ),
         row(
+            "POST /api/account/password",
+            "",
+            fn_form(
+                "current_password=not%20it&new_password=the%20new%20one!&repeated=the%20new%20one!",
+            ),
+            signed_in("401", "403", "403", "403"),
+        ),
+        row(
+            "POST /api/users/list",
+            "",
+            N,
+            signed_in("401", "403", "403", "200"),
+        ),
+        row(
+            "POST /api/users/act",
+            "",
+            fn_form("name=zoe&action=disable"),
+            signed_in("401", "403", "403", "404"),
+        ),
+        row(
             "POST /api/account/tokens/create",
             "",
-            fn_form("name=matrix-page"),
+            fn_form("name=matrix-page&expires_in_days="),
             signed_in("401", "200", "200", "200"),
         ),
         spare(

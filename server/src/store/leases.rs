@@ -54,6 +54,25 @@ impl Store {
         Ok(taken.rows_affected() == 1)
     }
 
+    /// Extends lease `name` by `ttl` from now if `holder` still has it; false when it does not
+    /// (it was given back or taken over). Never takes a lease that is not held.
+    pub async fn renew_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let until = now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+        let renewed =
+            sqlx::query("UPDATE leases SET expires_at = $1 WHERE name = $2 AND holder = $3")
+                .bind(until)
+                .bind(name)
+                .bind(holder)
+                .execute(&self.pool)
+                .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
     /// Gives lease `name` back, if `holder` still has it.
     pub async fn drop_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2")

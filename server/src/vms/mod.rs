@@ -54,15 +54,19 @@ pub enum VmError {
 
 /// A name for this process's leases, unique among the servers sharing a database.
 fn lease_holder() -> String {
-    use rand_core::RngCore;
-    let mut bytes = [0u8; 8];
-    rand_core::OsRng.fill_bytes(&mut bytes);
     format!(
         "{}-{}-{}",
         gethostname(),
         std::process::id(),
-        hex::encode(bytes)
+        lease_holder_suffix()
     )
+}
+
+fn lease_holder_suffix() -> String {
+    use rand_core::RngCore;
+    let mut bytes = [0u8; 8];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }
 
 fn gethostname() -> String {
@@ -125,7 +129,7 @@ impl VmLock {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(VM_LEASE / 3) => {}
                 }
-                match s.take_lease(&n, &h, VM_LEASE).await {
+                match s.renew_lease(&n, &h, VM_LEASE).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::error!(lease = %n, "a VM lease was lost while held");
@@ -236,18 +240,13 @@ impl VmService {
     /// Like [`lock_vm`](Self::lock_vm), `None` when someone else holds the VM.
     pub(crate) async fn try_lock_vm(&self, vm_id: i64) -> Result<Option<VmLock>, VmError> {
         let name = format!("vm:{vm_id}");
-        if !self
-            .store()
-            .take_lease(&name, &self.inner.holder, VM_LEASE)
-            .await?
-        {
+        // Each lock its own holder: two actions of this process on one VM exclude each other
+        // as those of two servers do.
+        let holder = format!("{}/{}", self.inner.holder, lease_holder_suffix());
+        if !self.store().take_lease(&name, &holder, VM_LEASE).await? {
             return Ok(None);
         }
-        Ok(Some(VmLock::new(
-            self.store().clone(),
-            name,
-            self.inner.holder.clone(),
-        )))
+        Ok(Some(VmLock::new(self.store().clone(), name, holder)))
     }
 
     /// True when this process runs background loop `name` now: one server among those sharing
