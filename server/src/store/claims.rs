@@ -63,19 +63,6 @@ pub enum ClaimOutcome {
     },
 }
 
-/// Takes the user's row for the rest of the transaction (PostgreSQL locks it; SQLite takes its
-/// write lock), so that checks of what the user holds and the change they guard are atomic.
-async fn hold_user(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    user_id: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE users SET id = id WHERE id = $1")
-        .bind(user_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 impl Store {
     /// Files a request (already validated) for `user_id`, with no quota; returns its id.
     pub async fn create_request(
@@ -100,7 +87,7 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        hold_user(&mut tx, user_id).await?;
+        super::hold_user(&mut tx, user_id).await?;
         let open: i64 = sqlx::query(
             "SELECT COUNT(*) AS open FROM gpu_requests
              WHERE user_id = $1 AND state IN ('pending', 'waiting', 'placed')",

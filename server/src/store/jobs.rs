@@ -527,7 +527,7 @@ impl Store {
     /// unfinished (queued or running) jobs there, these included, may not pass `native_limit`.
     ///
     /// The limit holds however many submissions arrive at once: the transaction first writes
-    /// the user's row (`jobs_queued_at`), which serialises one user's queuing on both databases
+    /// the user's row ([`super::hold_user`]), which serialises one user's queuing on both databases
     /// (PostgreSQL's row lock, SQLite's single writer), and each insert is conditional on the
     /// count in the same statement. A job the condition refuses rolls every one back.
     pub async fn queue_jobs(
@@ -545,11 +545,7 @@ impl Store {
         );
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE users SET jobs_queued_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(first.requested_by)
-            .execute(&mut *tx)
-            .await?;
+        super::hold_user(&mut tx, first.requested_by).await?;
         let mut ids = Vec::with_capacity(jobs.len());
         for job in jobs {
             let row = sqlx::query(

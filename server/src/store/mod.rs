@@ -90,6 +90,19 @@ pub struct Store {
     backend: Backend,
 }
 
+/// Takes the user's row for the rest of the transaction (PostgreSQL locks it; SQLite takes its
+/// write lock), so that checks of what the user holds and the change they guard are atomic.
+async fn hold_user(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET id = id WHERE id = $1")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `url` and applies pending migrations.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
