@@ -4,6 +4,7 @@
 //! components, compiled to WebAssembly, take over those pages in the browser.
 
 pub mod account;
+pub mod experiments;
 pub mod inventory;
 mod pages;
 pub mod plugins;
@@ -52,6 +53,7 @@ pub fn App() -> impl IntoView {
                     <A href="/plugins">"Plugins"</A>
                     <A href="/jobs">"Jobs"</A>
                     <A href="/agents">"Agents"</A>
+                    <A href="/experiments">"Experiments"</A>
                     <A href="/audit">"Audit"</A>
                     <A href="/users">"Users"</A>
                     <A href="/account">"Account"</A>
@@ -71,6 +73,10 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/jobs") view=pages::jobs::JobsPage/>
                     <Route path=path!("/jobs/:id") view=pages::jobs::JobPage/>
                     <Route path=path!("/agents") view=pages::agents::AgentsPage/>
+                    <Route path=path!("/experiments") view=pages::experiments::ExperimentsPage/>
+                    <Route path=path!("/experiments/compare") view=pages::experiments::ComparePage/>
+                    <Route path=path!("/experiments/:id") view=pages::experiments::ExperimentPage/>
+                    <Route path=path!("/experiments/:id/report") view=pages::experiments::ReportPage/>
                     <Route path=path!("/audit") view=pages::audit::AuditPage/>
                     <Route path=path!("/account") view=pages::account::AccountPage/>
                     <Route path=path!("/users") view=pages::users::UsersPage/>

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::account::{AccountView, TokenView};
+use crate::experiments::{Comparison, ExperimentForm, ExperimentSummary, ExperimentView};
 use crate::inventory::{InventoryView, Viewer};
 use crate::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
 use crate::requests::{Choices, RequestForm, RequestView};
@@ -186,6 +187,32 @@ pub trait PortalService: Send + Sync + 'static {
     fn job(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<JobView>, Refusal>>;
     /// Cancels a job.
     fn cancel_job(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), Refusal>>;
+    /// The experiments `viewer` may see (admins: all), newest first.
+    fn experiments(&self, viewer: Viewer)
+    -> BoxFuture<'_, Result<Vec<ExperimentSummary>, Refusal>>;
+    /// One experiment with its results, if `viewer` may see it.
+    fn experiment(
+        &self,
+        viewer: Viewer,
+        id: i64,
+    ) -> BoxFuture<'_, Result<Option<ExperimentView>, Refusal>>;
+    /// Makes an experiment for `viewer`; returns its id.
+    fn create_experiment(
+        &self,
+        viewer: Viewer,
+        form: ExperimentForm,
+    ) -> BoxFuture<'_, Result<i64, Refusal>>;
+    /// Cancels an experiment (its owner or an admin).
+    fn cancel_experiment(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), Refusal>>;
+    /// Approves the pending requests of an experiment's VMs (admins).
+    fn approve_experiment(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), Refusal>>;
+    /// Two experiments compared.
+    fn compare_experiments(
+        &self,
+        viewer: Viewer,
+        a: i64,
+        b: i64,
+    ) -> BoxFuture<'_, Result<Comparison, Refusal>>;
 }
 
 /// The handle placed in context.

@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/openapi.json", get(openapi))
         .merge(crate::requests::routes())
         .merge(crate::vms::api::routes())
+        .merge(crate::experiments::api::routes())
         .route("/api/v1/{*rest}", axum::routing::any(not_found))
 }
 
@@ -70,7 +71,11 @@ pub fn routes() -> Router<AppState> {
         crate::jobs::api::show_job, crate::jobs::api::cancel_job,
         crate::jobs::agent_api::register, crate::jobs::agent_api::poll,
         crate::jobs::agent_api::component, crate::jobs::agent_api::progress,
-        crate::jobs::agent_api::result
+        crate::jobs::agent_api::result, crate::experiments::api::create,
+        crate::experiments::api::list, crate::experiments::api::show,
+        crate::experiments::api::cancel, crate::experiments::api::approve,
+        crate::experiments::api::results_csv, crate::experiments::api::results_json,
+        crate::experiments::api::chart, crate::experiments::api::compare
     ),
     components(schemas(
         HostView, HostState, GpuView, GpuState, LinkView, IommuGroupView, IommuMemberView,
@@ -91,7 +96,16 @@ pub fn routes() -> Router<AppState> {
         crate::jobs::agent_api::Registration, crate::jobs::agent_api::Registered,
         crate::jobs::agent_api::Poll, crate::jobs::agent_api::PollAnswer,
         crate::jobs::agent_api::JobOrderForAgent, crate::jobs::agent_api::Progress,
-        crate::jobs::agent_api::JobState, crate::jobs::agent_api::Outcome
+        crate::jobs::agent_api::JobState, crate::jobs::agent_api::Outcome,
+        passage_app::experiments::ExperimentForm, passage_app::experiments::BenchmarkChoice,
+        passage_app::experiments::TargetChoice, passage_app::experiments::VariantChoice,
+        passage_app::experiments::ExperimentSummary, passage_app::experiments::BenchmarkView,
+        passage_app::experiments::TargetView, passage_app::experiments::Sample,
+        passage_app::experiments::Cell, passage_app::experiments::Figure,
+        passage_app::experiments::Overhead, passage_app::experiments::ChartLink,
+        passage_app::experiments::ExperimentView, passage_app::experiments::ComparisonRow,
+        passage_app::experiments::Comparison, crate::experiments::api::Created,
+        crate::experiments::api::Approved
     )),
     modifiers(&SecuritySchemes, &CommonResponses),
     security(("bearer" = []), ("session" = []))

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod experiments;
 pub mod guard;
 pub mod inventory;
 pub mod jobs;
@@ -225,6 +226,7 @@ impl Portal {
             jobs: jobs.clone(),
             trusted_proxies: Arc::new(config.http.trusted_proxies.clone()),
         };
+        let state_for_driver = state.clone();
         let router = web::router(state, &config.http, config.served_over_tls());
 
         let shutdown = CancellationToken::new();
@@ -232,6 +234,7 @@ impl Portal {
         let refreshers = inventory.spawn_refresh_loops(config.inventory_refresh, shutdown.clone());
         let vm_tasks = vms.spawn_tasks(shutdown.clone());
         let job_sweep = jobs.spawn_sweep(shutdown.clone());
+        let experiment_driver = experiments::spawn_driver(state_for_driver, shutdown.clone());
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
             axum::serve(
@@ -244,6 +247,7 @@ impl Portal {
             refreshers.join_all().await;
             vm_tasks.join_all().await;
             let _ = job_sweep.await;
+            let _ = experiment_driver.await;
             inventory.disconnect().await;
             store.close().await;
             Ok(())

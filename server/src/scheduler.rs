@@ -96,6 +96,14 @@ pub struct Choice {
     pub gpus: Vec<String>,
 }
 
+/// The hypervisors (`kvm`, `xen`) a host with libvirt driver `driver` runs guests of.
+pub fn hypervisors(driver: Option<&str>) -> Vec<&'static str> {
+    ["kvm", "xen"]
+        .into_iter()
+        .filter(|h| runs(driver, h))
+        .collect()
+}
+
 /// True when a host with libvirt driver `driver` can run a `hypervisor` guest.
 fn runs(driver: Option<&str>, hypervisor: &str) -> bool {
     match driver {

@@ -14,6 +14,7 @@ use leptos::config::LeptosOptions;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, file_and_error_handler_with_context, generate_route_list};
 use passage_app::account::{AccountView, TokenView};
+use passage_app::experiments::{Comparison, ExperimentForm, ExperimentSummary, ExperimentView};
 use passage_app::inventory::{InventoryView, Viewer};
 use passage_app::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
 use passage_app::requests::{Choices, RequestForm, RequestView};
@@ -458,6 +459,73 @@ impl PortalService for UiService {
             self.state
                 .jobs
                 .cancel(&user_of(viewer), id)
+                .await
+                .map_err(refusal)
+        })
+    }
+
+    fn experiments(
+        &self,
+        viewer: Viewer,
+    ) -> BoxFuture<'_, Result<Vec<ExperimentSummary>, Refusal>> {
+        Box::pin(async move {
+            crate::experiments::list(&self.state, &user_of(viewer))
+                .await
+                .map_err(refusal)
+        })
+    }
+
+    fn experiment(
+        &self,
+        viewer: Viewer,
+        id: i64,
+    ) -> BoxFuture<'_, Result<Option<ExperimentView>, Refusal>> {
+        Box::pin(async move {
+            match crate::experiments::show(&self.state, &user_of(viewer), id).await {
+                Ok(view) => Ok(Some(view)),
+                Err(crate::experiments::ExperimentError::NotFound(_)) => Ok(None),
+                Err(e) => Err(refusal(e)),
+            }
+        })
+    }
+
+    fn create_experiment(
+        &self,
+        viewer: Viewer,
+        form: ExperimentForm,
+    ) -> BoxFuture<'_, Result<i64, Refusal>> {
+        Box::pin(async move {
+            crate::experiments::create(&self.state, &user_of(viewer), form)
+                .await
+                .map_err(refusal)
+        })
+    }
+
+    fn cancel_experiment(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), Refusal>> {
+        Box::pin(async move {
+            crate::experiments::cancel(&self.state, &user_of(viewer), id)
+                .await
+                .map_err(refusal)
+        })
+    }
+
+    fn approve_experiment(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<(), Refusal>> {
+        Box::pin(async move {
+            crate::experiments::approve(&self.state, &user_of(viewer), id)
+                .await
+                .map(|_| ())
+                .map_err(refusal)
+        })
+    }
+
+    fn compare_experiments(
+        &self,
+        viewer: Viewer,
+        a: i64,
+        b: i64,
+    ) -> BoxFuture<'_, Result<Comparison, Refusal>> {
+        Box::pin(async move {
+            crate::experiments::compare_two(&self.state, &user_of(viewer), a, b)
                 .await
                 .map_err(refusal)
         })

@@ -6,8 +6,7 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use passage_server::Portal;
@@ -15,87 +14,7 @@ use passage_server::config::Config;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-fn plugin_dir() -> PathBuf {
-    std::env::var_os("PASSAGE_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("plugins"))
-}
-
-fn agent_binary() -> PathBuf {
-    let path = target_dir().join("debug/passage-agent");
-    assert!(
-        path.is_file(),
-        "{} is missing: build it first (./x build)",
-        path.display()
-    );
-    path
-}
-
-/// A `passage-agent serve` process, killed when dropped; what it said is shown if the test
-/// fails.
-struct Agent {
-    child: Child,
-    cache: tempfile::TempDir,
-}
-
-impl Agent {
-    fn start(base: &str, token: &str, devices: usize) -> Agent {
-        Agent::spawn(
-            base,
-            token,
-            &["--backend", "fake", "--fake-devices", &devices.to_string()],
-        )
-    }
-
-    /// An agent on the CUDA backend: on a machine without NVIDIA's driver it has no GPUs.
-    fn start_cuda(base: &str, token: &str) -> Agent {
-        Agent::spawn(base, token, &["--backend", "cuda"])
-    }
-
-    fn spawn(base: &str, token: &str, backend: &[&str]) -> Agent {
-        let cache = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(cache.path().join("agent.log")).unwrap();
-        let child = Command::new(agent_binary())
-            .args(["serve", "--server", base])
-            .args(backend)
-            .arg("--cache-dir")
-            .arg(cache.path())
-            .env("PASSAGE_AGENT_TOKEN", token)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Agent { child, cache }
-    }
-
-    /// Whether the agent has written `text` to its log.
-    fn said(&self, text: &str) -> bool {
-        std::fs::read_to_string(self.cache.path().join("agent.log"))
-            .is_ok_and(|log| log.contains(text))
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.cache.path().join("agent.log"));
-            eprintln!("the agent said:\n{}", log.unwrap_or_default());
-        }
-    }
-}
+use common::{Agent, agent_binary, plugin_dir, seed_token};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -575,38 +494,6 @@ async fn a_killed_agent_fails_its_job_and_a_portal_that_comes_back_is_served_aga
     portal.shutdown(Duration::from_secs(10)).await.unwrap();
 }
 
-/// The agent token a VM's cloud-init seed carries, read the way the guest does: from the seed
-/// URL in the domain's SMBIOS serial.
-async fn seed_token(setup: &Setup, base: &str, vm: i64) -> String {
-    let xml = setup
-        .admin
-        .get(format!("{base}/api/v1/vms/{vm}/domain"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let marker = "ds=nocloud-net;s=";
-    let start = xml.find(marker).expect("a seed URL in the domain") + marker.len();
-    let url = &xml[start..];
-    let url = &url[..url.find('<').unwrap()];
-    let url = url.replace("&amp;", "&");
-    let user_data = reqwest::get(format!("{url}user-data"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let token = user_data
-        .split_whitespace()
-        .find(|w| w.starts_with("psa_"))
-        .expect("the agent token in the seed");
-    token
-        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-        .to_string()
-}
-
 #[tokio::test]
 async fn a_vm_agent_registers_with_its_seed_token_and_serves_only_its_owner() {
     let setup = setup().await;
@@ -655,7 +542,7 @@ async fn a_vm_agent_registers_with_its_seed_token_and_serves_only_its_owner() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
-    let token = seed_token(&setup, &base, vm).await;
+    let token = seed_token(&setup.admin, &base, vm).await;
     let mut process = Agent::start(&base, &token, 1);
     let (_, agents) = get(&setup.ada, format!("{base}/api/v1/agents")).await;
     let agent = agents

@@ -420,6 +420,65 @@ fn matrix() -> Vec<Row> {
             N,
             owned("404", "204"),
         ),
+        // Experiments. Another user cannot run on ada's VM, nor see her experiments.
+        row(
+            "GET /api/v1/experiments",
+            "/api/v1/experiments",
+            N,
+            users("200"),
+        ),
+        row(
+            "POST /api/v1/experiments",
+            "/api/v1/experiments",
+            J(
+                json!({ "name": "the matrix", "plugins": [{ "plugin": "vector-add" }],
+                      "targets": [{ "agent": "{vm_agent}" }] }),
+            ),
+            owned("422", "201"),
+        ),
+        row(
+            "GET /api/v1/experiments/{id}",
+            "/api/v1/experiments/{experiment}",
+            N,
+            owned("404", "200"),
+        ),
+        row(
+            "GET /api/v1/experiments/compare",
+            "/api/v1/experiments/compare?a={experiment}&b={experiment}",
+            N,
+            owned("404", "200"),
+        ),
+        row(
+            "GET /api/v1/experiments/{id}/results.csv",
+            "/api/v1/experiments/{experiment}/results.csv",
+            N,
+            owned("404", "200"),
+        ),
+        row(
+            "GET /api/v1/experiments/{id}/results.json",
+            "/api/v1/experiments/{experiment}/results.json",
+            N,
+            owned("404", "200"),
+        ),
+        // No results yet, so no chart: the owner gets past authorization to its absence.
+        row(
+            "GET /api/v1/experiments/{id}/charts/{file}",
+            "/api/v1/experiments/{experiment}/charts/real-time.svg",
+            N,
+            owned("404", "404"),
+        ),
+        row(
+            "POST /api/v1/experiments/{id}/approve",
+            "/api/v1/experiments/{experiment}/approve",
+            N,
+            admins("200"),
+        ),
+        spare(
+            "POST /api/v1/experiments/{id}/cancel",
+            "/api/v1/experiments/{experiment_to_cancel}/cancel",
+            N,
+            owned("404", "200"),
+        ),
         // The agents' API.
         row(
             "POST /api/v1/agent/poll",
@@ -519,6 +578,25 @@ fn matrix() -> Vec<Row> {
         row("GET /jobs", "/jobs", N, everyone("200")),
         row("GET /jobs/{id}", "/jobs/{job}", N, everyone("200")),
         row("GET /agents", "/agents", N, everyone("200")),
+        row("GET /experiments", "/experiments", N, everyone("200")),
+        row(
+            "GET /experiments/compare",
+            "/experiments/compare?a={experiment}&b={experiment}",
+            N,
+            everyone("200"),
+        ),
+        row(
+            "GET /experiments/{id}",
+            "/experiments/{experiment}",
+            N,
+            everyone("200"),
+        ),
+        row(
+            "GET /experiments/{id}/report",
+            "/experiments/{experiment}/report",
+            N,
+            everyone("200"),
+        ),
         row("GET /audit", "/audit", N, everyone("200")),
         row("GET /account", "/account", N, everyone("200")),
         row("GET /users", "/users", N, everyone("200")),
@@ -701,6 +779,46 @@ fn matrix() -> Vec<Row> {
             "POST /api/jobs/cancel",
             "",
             fn_form("id={job_for_fn}"),
+            signed_in("401", "404", "null", "null"),
+        ),
+        // Experiments: ada's, waiting for a native host's agent that never starts.
+        row(
+            "POST /api/experiments/list",
+            "",
+            N,
+            signed_in("401", "200", "200", "200"),
+        ),
+        row(
+            "POST /api/experiments/show",
+            "",
+            fn_form("id={experiment}"),
+            signed_in("401", "null", "200", "200"),
+        ),
+        row(
+            "POST /api/experiments/create",
+            "",
+            J(
+                json!({ "form": { "name": "from the page", "plugins": [{ "plugin": "vector-add" }],
+                                "targets": [{ "agent": "{exp_host}" }] } }),
+            ),
+            signed_in("401", "200", "200", "200"),
+        ),
+        row(
+            "POST /api/experiments/approve",
+            "",
+            fn_form("id={experiment}"),
+            signed_in("401", "403", "403", "null"),
+        ),
+        row(
+            "POST /api/experiments/compare",
+            "",
+            fn_form("a={experiment}&b={experiment}"),
+            signed_in("401", "404", "200", "200"),
+        ),
+        spare(
+            "POST /api/experiments/cancel",
+            "",
+            fn_form("id={experiment_for_fn}"),
             signed_in("401", "404", "null", "null"),
         ),
         // Releasing comes last: the VM's agent token and its seed end with it.
@@ -999,6 +1117,8 @@ async fn fixture() -> Fixture {
     let (host, host_token) = native("bench-01").await;
     let (spare_host, _) = native("bench-02").await;
     let (spare_host_for_fn, _) = native("bench-03").await;
+    // Experiments wait for this host's agent, which never starts: they stay preparing.
+    let (exp_host, _) = native("bench-exp").await;
     let host_agent = common::client(&host_token);
     let registration = json!({ "hostname": "h", "version": "0.1.0", "backend": "fake",
         "devices": [{ "index": 0, "name": "Passage simulated GPU", "pci_bus_id": "0000:10:00.0",
@@ -1082,6 +1202,32 @@ async fn fixture() -> Fixture {
         queue_other(host).await.to_string(),
         queue_other(host).await.to_string(),
     );
+    let experiment = || {
+        let (ada, url) = (ada.clone(), url("/api/v1/experiments"));
+        async move {
+            send(
+                &ada,
+                Method::POST,
+                url,
+                Some(
+                    json!({ "name": "the matrix", "plugins": [{ "plugin": "vector-add" }],
+                             "targets": [{ "agent": exp_host }], "repetitions": 2 }),
+                ),
+            )
+            .await["id"]
+                .as_i64()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let shown = experiment().await;
+    both("experiment", shown.clone(), shown);
+    both(
+        "experiment_to_cancel",
+        experiment().await,
+        experiment().await,
+    );
+    both("experiment_for_fn", experiment().await, experiment().await);
     let tokens: Vec<String> = {
         let mut made = Vec::new();
         for name in ["spare-1", "spare-2", "spare-3", "spare-4"] {
@@ -1115,6 +1261,7 @@ async fn fixture() -> Fixture {
         ("job", running_job.to_string()),
         ("spare_host", spare_host.to_string()),
         ("spare_host_for_fn", spare_host_for_fn.to_string()),
+        ("exp_host", exp_host.to_string()),
         ("request", file(ada.clone()).await.to_string()),
         ("request_to_deny", file(ada.clone()).await.to_string()),
         ("request_for_fn", file(ada.clone()).await.to_string()),

@@ -7,6 +7,7 @@ use leptos::prelude::*;
 pub mod account;
 pub mod agents;
 pub mod audit;
+pub mod experiments;
 pub mod hosts;
 pub mod jobs;
 pub mod login;

@@ -249,7 +249,7 @@ impl JobService {
     }
 
     /// The agent `user` wants to run on, if they may.
-    async fn usable_agent(&self, user: &User, id: i64) -> Result<AgentRecord, JobError> {
+    pub(crate) async fn usable_agent(&self, user: &User, id: i64) -> Result<AgentRecord, JobError> {
         let not_found = || JobError::NotFound(format!("no agent {id}"));
         let agent = self.store.agent(id).await?.ok_or_else(not_found)?;
         if agent.kind == "vm" && !user.is_admin && agent.vm_owner != Some(user.id) {
@@ -277,6 +277,22 @@ impl JobService {
             )));
         }
         Ok(agent)
+    }
+
+    /// The newest version of plugin `name` with `given` parameters resolved against its
+    /// declarations: the plugin and the parameters as jobs store them.
+    pub(crate) async fn resolve(
+        &self,
+        name: &str,
+        given: &[(String, String)],
+    ) -> Result<(PluginRecord, String), JobError> {
+        let plugin =
+            self.store.newest_plugin(name).await?.ok_or_else(|| {
+                JobError::NotFound(format!("no plugin named {name:?} is registered"))
+            })?;
+        let resolved = resolve_params(&info(&plugin), given)
+            .map_err(|e| JobError::Invalid(format!("{name}: {e}")))?;
+        Ok((plugin, params_json(&resolved)))
     }
 
     /// Queues a run of a plugin on an agent; `each` queues one per GPU the agent reported.

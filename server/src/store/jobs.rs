@@ -269,7 +269,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn user(self) -> i64 {
+    pub(super) fn user(self) -> i64 {
         match self {
             Scope::All => 0,
             Scope::User(id) => id,

@@ -21,6 +21,7 @@ use thiserror::Error;
 mod accounts;
 mod claims;
 mod domains;
+mod experiments;
 mod jobs;
 mod leases;
 mod plugins;
@@ -29,6 +30,10 @@ mod vms;
 pub use accounts::{AccountChange, AccountRecord, ApiTokenRecord, UserRecord, is_unique_violation};
 pub use claims::{ClaimOutcome, FreeGpu, Image, RequestNeeds};
 pub use domains::{SeenDomain, UnknownDomain};
+pub use experiments::{
+    BenchmarkRecord, ExperimentJob, ExperimentRecord, NewBenchmark, NewExperiment, NewTarget,
+    TargetRecord,
+};
 pub use jobs::{
     AgentRecord, AgentReport, JobEnd, NewJob, Queuing, RegistrationOutcome, Scope, TakenJob,
     device_list, param_texts,

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use passage_server::config::{AgentSettings, Config, HostConfig, VmSettings};
@@ -199,4 +200,117 @@ where
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+pub fn plugin_dir() -> PathBuf {
+    std::env::var_os("PASSAGE_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("plugins"))
+}
+
+pub fn agent_binary() -> PathBuf {
+    let path = target_dir().join("debug/passage-agent");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first (./x build)",
+        path.display()
+    );
+    path
+}
+
+/// A `passage-agent serve` process, killed when dropped; what it said is shown if the test
+/// fails.
+pub struct Agent {
+    child: Child,
+    cache: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn start(base: &str, token: &str, devices: usize) -> Agent {
+        Agent::spawn(
+            base,
+            token,
+            &["--backend", "fake", "--fake-devices", &devices.to_string()],
+        )
+    }
+
+    /// An agent on the CUDA backend: on a machine without NVIDIA's driver it has no GPUs.
+    pub fn start_cuda(base: &str, token: &str) -> Agent {
+        Agent::spawn(base, token, &["--backend", "cuda"])
+    }
+
+    pub fn spawn(base: &str, token: &str, backend: &[&str]) -> Agent {
+        let cache = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(cache.path().join("agent.log")).unwrap();
+        let child = Command::new(agent_binary())
+            .args(["serve", "--server", base])
+            .args(backend)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .env("PASSAGE_AGENT_TOKEN", token)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Agent { child, cache }
+    }
+
+    /// Whether the agent has written `text` to its log.
+    pub fn said(&self, text: &str) -> bool {
+        std::fs::read_to_string(self.cache.path().join("agent.log"))
+            .is_ok_and(|log| log.contains(text))
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.cache.path().join("agent.log"));
+            eprintln!("the agent said:\n{}", log.unwrap_or_default());
+        }
+    }
+}
+
+/// The agent token a VM's cloud-init seed carries, read the way the guest does: from the seed
+/// URL in the domain's SMBIOS serial.
+pub async fn seed_token(admin: &reqwest::Client, base: &str, vm: i64) -> String {
+    let xml = admin
+        .get(format!("{base}/api/v1/vms/{vm}/domain"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "ds=nocloud-net;s=";
+    let start = xml.find(marker).expect("a seed URL in the domain") + marker.len();
+    let url = &xml[start..];
+    let url = &url[..url.find('<').unwrap()];
+    let url = url.replace("&amp;", "&");
+    let user_data = reqwest::get(format!("{url}user-data"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = user_data
+        .split_whitespace()
+        .find(|w| w.starts_with("psa_"))
+        .expect("the agent token in the seed");
+    token
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .to_string()
 }
