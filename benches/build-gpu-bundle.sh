@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds what benches/gpu.sh and benches/suite.sh need into target/gpu: release binaries of the
-# agent, the benchmark driver and the CUDA tests (stripped), the plugins, and the two scripts with
-# the suite's table maker (so that the bundle also runs on its own). The GPU machine needs no Rust
+# Builds what benches/gpu.sh, benches/suite.sh and benches/experiment.sh need into target/gpu:
+# release binaries of the agent, the portal, the benchmark driver and the CUDA tests (stripped),
+# the libraries the portal links, the plugins, and the scripts with the suite's table maker (so
+# that the bundle also runs on its own). The GPU machine needs no Rust
 # toolchain.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 BUNDLE="$TARGET/gpu"
 ./x plugins >/dev/null
-cargo build --release -p passage-agent -p passage-bench
+cargo build --release -p passage-agent -p passage-bench -p passage-server
 tests=$(cargo test --release -p passage-plugin-host --test cuda --no-run --message-format=json \
   | python3 -c 'import json,sys
 for line in sys.stdin:
@@ -16,9 +17,13 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "cuda" and m.get("executable"):
         print(m["executable"])')
 rm -rf "$BUNDLE" && mkdir -p "$BUNDLE"
-cp "$TARGET/release/passage-agent" "$TARGET/release/passage-bench" "$BUNDLE/"
+cp "$TARGET/release/passage-agent" "$TARGET/release/passage-bench" "$TARGET/release/passage" "$BUNDLE/"
 cp "$tests" "$BUNDLE/cuda-tests"
-strip "$BUNDLE"/passage-agent "$BUNDLE"/passage-bench "$BUNDLE"/cuda-tests
+strip "$BUNDLE"/passage-agent "$BUNDLE"/passage-bench "$BUNDLE"/passage "$BUNDLE"/cuda-tests
+# The portal links libvirt: its library and those it brings, but glibc's, go along.
+mkdir -p "$BUNDLE/lib"
+ldd "$BUNDLE/passage" | awk '/=> \// {print $3}' | grep -Ev '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*)\.so' \
+  | while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
 cp -r "$TARGET/plugins" "$BUNDLE/plugins"
-cp benches/gpu.sh benches/suite.sh benches/suite_table.py "$BUNDLE/"
+cp benches/gpu.sh benches/suite.sh benches/suite_table.py benches/experiment.sh "$BUNDLE/"
 du -sh "$BUNDLE"

@@ -463,7 +463,7 @@ fn matrix() -> Vec<Row> {
         // No results yet, so no chart: the owner gets past authorization to its absence.
         row(
             "GET /api/v1/experiments/{id}/charts/{file}",
-            "/api/v1/experiments/{experiment}/charts/real-time.svg",
+            "/api/v1/experiments/{experiment}/charts/times-0.svg",
             N,
             owned("404", "404"),
         ),

@@ -368,7 +368,7 @@ async fn matrix_scenario(url: String) {
     }
     let (status, _) = get(
         &setup.bob,
-        format!("{base}/api/v1/experiments/{id}/charts/real-time.svg"),
+        format!("{base}/api/v1/experiments/{id}/charts/times-0.svg"),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);

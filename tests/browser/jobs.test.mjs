@@ -5,17 +5,15 @@
 // and what is not a plugin is refused with the reason.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { launchBrowser, signIn, startPortal, watchErrors } from './portal.mjs';
+import { addNativeHost, launchBrowser, signIn, startPortal, watchErrors } from './portal.mjs';
 
 const ADMIN = { name: 'ops', password: 'operator password', admin: true };
 const ADA = { name: 'ada', password: 'analytical engine', admin: false };
 
 const BIN = resolve(process.env.PASSAGE_BIN ?? '../../target/debug/passage');
-const AGENT = process.env.PASSAGE_AGENT_BIN ?? join(dirname(BIN), 'passage-agent');
 const TEST_PLUGINS = join(dirname(BIN), '..', 'plugins', 'test');
 
 let portal;
@@ -51,17 +49,9 @@ async function pick(page, select, text) {
   await page.selectOption(select, value);
 }
 
-/** Registers a native host on the agents page and starts its agent with the token shown. */
+/** Registers a native host on the agents page and starts its agent (two GPUs). */
 async function nativeHost(page, name) {
-  await page.fill('#native-host-name', name);
-  await page.click('#add-native-host');
-  const token = (await page.locator('#new-agent-token').innerText()).trim();
-  assert.match(token, /^psa_[0-9a-f]{64}$/);
-  const cache = join(scratch, name);
-  const agent = spawn(AGENT, ['serve', '--server', portal.url, '--backend', 'fake', '--fake-devices', '2',
-    '--cache-dir', cache], { env: { ...process.env, PASSAGE_AGENT_TOKEN: token }, stdio: 'ignore' });
-  agents.push(agent);
-  await page.waitForSelector(`tr.agent[data-name="${name}"][data-status="online"]`, { timeout: 30_000 });
+  await addNativeHost(page, portal.url, name, { scratch, agents, devices: 2 });
 }
 
 test('a plugin is run on a native host from the browser and compared with another', async () => {

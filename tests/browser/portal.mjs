@@ -3,7 +3,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { chromium } from 'playwright-core';
 
 const BIN = process.env.PASSAGE_BIN ?? '../../target/debug/passage';
@@ -80,4 +80,39 @@ export function watchErrors(page, errors) {
   page.on('console', (message) => {
     if (/Content Security Policy|Refused to/.test(message.text())) errors.push(message.text());
   });
+}
+
+/** A new signed-in page of `account` at `path`, hydrated; errors on it go to `errors`. */
+export async function openAs(browser, portal, account, path, ready) {
+  const page = await (await browser.newContext({ acceptDownloads: true })).newPage();
+  const errors = [];
+  watchErrors(page, errors);
+  await signIn(page, portal.url, account.name, account.password);
+  await page.goto(`${portal.url}${path}`);
+  await page.waitForSelector(`${ready}[data-hydrated="true"]`, { timeout: 30_000 });
+  return { page, errors };
+}
+
+/**
+ * Starts `passage-agent serve` on the simulated backend with `devices` GPUs and `token`; the
+ * process is added to `agents` (kill them when done) and caches under `scratch`.
+ */
+export function startAgent(portalUrl, token, { name, scratch, agents, devices = 1 }) {
+  const bin = resolve(process.env.PASSAGE_BIN ?? '../../target/debug/passage');
+  const agentBin = process.env.PASSAGE_AGENT_BIN ?? join(dirname(bin), 'passage-agent');
+  const agent = spawn(agentBin, ['serve', '--server', portalUrl, '--backend', 'fake',
+    '--fake-devices', String(devices), '--cache-dir', join(scratch, name)],
+  { env: { ...process.env, PASSAGE_AGENT_TOKEN: token }, stdio: 'ignore' });
+  agents.push(agent);
+  return agent;
+}
+
+/** Registers a native host on the (admin's, open) agents page and starts its agent. */
+export async function addNativeHost(page, portalUrl, name, options) {
+  await page.fill('#native-host-name', name);
+  await page.click('#add-native-host');
+  const token = (await page.locator('#new-agent-token').innerText()).trim();
+  if (!/^psa_[0-9a-f]{64}$/.test(token)) throw new Error(`not an agent token: ${token}`);
+  startAgent(portalUrl, token, { name, ...options });
+  await page.waitForSelector(`tr.agent[data-name="${name}"][data-status="online"]`, { timeout: 30_000 });
 }

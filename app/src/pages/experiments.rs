@@ -430,12 +430,16 @@ fn ChartWithTable(view: ExperimentView, chart: ChartLink) -> impl IntoView {
         "overhead" => overhead_table(&view, &chart).into_any(),
         _ => figure_table(&view, &chart).into_any(),
     };
+    // The chart changes as jobs end: its address does too, so no stale copy is shown.
+    let src = format!("{}?after={}", chart.url, view.summary.jobs_done);
     view! {
         <figure class="chart" data-chart=chart.name.clone()>
-            <img src=chart.url.clone() alt=chart.title.clone() loading="lazy"/>
-            <figcaption>{chart.title.clone()} " · "
-                <a href=format!("{}?download", chart.url) download class="svg-download">"SVG"</a></figcaption>
-            {table}
+            <div class="chart-image">
+                <img src=src alt=chart.title.clone() loading="lazy"/>
+                <figcaption>{chart.title.clone()} " · "
+                    <a href=format!("{}?download", chart.url) download class="svg-download">"SVG"</a></figcaption>
+            </div>
+            <div class="chart-numbers">{table}</div>
         </figure>
     }
 }
@@ -455,14 +459,26 @@ fn figures_of<'a>(view: &'a ExperimentView, chart: &ChartLink) -> Vec<&'a Figure
 
 fn figure_table(view: &ExperimentView, chart: &ChartLink) -> impl IntoView + use<> {
     let figures: Vec<Figure> = figures_of(view, chart).into_iter().cloned().collect();
+    numbers_table(view, figures, Vec::new())
+}
+
+/// Figures (rows) by target (columns): median, range and samples; with `links`, each row's
+/// chart.
+fn numbers_table(
+    view: &ExperimentView,
+    figures: Vec<Figure>,
+    links: Vec<Option<String>>,
+) -> impl IntoView + use<> {
     let targets = view.targets.clone();
+    let linked = !links.is_empty();
     view! {
         <table class="numbers">
-            <thead><tr><th>"Benchmark"</th><th>"Figure"</th>
+            <thead><tr>{linked.then(|| view! { <th>"Chart"</th> })}<th>"Benchmark"</th><th>"Figure"</th>
                 {targets.iter().map(|t| view! { <th>{t.label.clone()}</th> }).collect_view()}</tr></thead>
             <tbody>
-                {figures.into_iter().map(|f| view! {
-                    <tr>
+                {figures.into_iter().zip(links.into_iter().chain(std::iter::repeat(None))).map(|(f, link)| view! {
+                    <tr class="figure">
+                        {linked.then(|| view! { <td>{link.map(|url| view! { <a href=url class="figure-chart">"SVG"</a> })}</td> })}
                         <td>{f.benchmark_label.clone()}</td>
                         <td>{format!("{} ({})", f.metric, f.unit)}</td>
                         {targets.iter().map(|t| {
@@ -551,8 +567,20 @@ fn Results(view: ExperimentView) -> impl IntoView {
         ),
         ("sizes", "Across sizes"),
         ("overhead", "Overhead against native"),
-        ("figures", "Every other figure"),
     ];
+    // Every other figure: one table, each row with a link to its own chart.
+    let drawn = |f: &Figure, section: &str| {
+        view.charts.iter().find(|c| {
+            (c.section == "figures") == (section == "figures")
+                && c.figures.contains(&(f.benchmark, f.metric.clone()))
+        })
+    };
+    let (other_figures, other_links): (Vec<Figure>, Vec<Option<String>>) = view
+        .figures
+        .iter()
+        .filter(|f| drawn(f, "sections").is_none())
+        .map(|f| (f.clone(), drawn(f, "figures").map(|c| c.url.clone())))
+        .unzip();
     let baseline = view
         .targets
         .iter()
@@ -572,6 +600,12 @@ fn Results(view: ExperimentView) -> impl IntoView {
                     }
                 })
             }).collect_view()}
+            {(!other_figures.is_empty()).then(|| view! {
+                <section class="result-section" data-section="figures">
+                    <h2>"Every other figure"</h2>
+                    {numbers_table(&view, other_figures, other_links)}
+                </section>
+            })}
             <section class="result-section" data-section="all-overheads">
                 <h2>"Every figure against native"</h2>
                 {match baseline {

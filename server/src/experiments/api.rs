@@ -215,6 +215,8 @@ pub(crate) async fn chart(
         })?;
     let mut headers = vec![
         (header::CONTENT_TYPE, "image/svg+xml".to_string()),
+        // The chart changes while the experiment runs.
+        (header::CACHE_CONTROL, "no-cache".to_string()),
         // Scripts in an SVG opened on its own are not run; it holds none anyway.
         (
             header::CONTENT_SECURITY_POLICY,

@@ -2,8 +2,8 @@
 //! SVG backend) so that pages, downloads and printed reports show the same picture without
 //! JavaScript. Each chart has a stable name under `/api/v1/experiments/{id}/charts/`.
 //!
-//! The study's figures: the real, user and system time of every benchmark on every target
-//! (its Figures 4-1 to 4-15), the bandwidth of host-to-device, device-to-host and
+//! The study's figures: the real, user and system time of each benchmark on every target, one
+//! chart per benchmark as the study drew them (its Figures 4-1 to 4-15), the bandwidth of host-to-device, device-to-host and
 //! device-to-device copies (4-16 to 4-18), a benchmark across sizes (4-19 to 4-24), and the
 //! overhead of each VM against native, also by vCPU count.
 
@@ -103,19 +103,25 @@ fn specs(view: &ExperimentView) -> Vec<(ChartLink, Spec)> {
         ""
     };
     let mut out = Vec::new();
-    // The study's times: every benchmark, every target.
-    for time in TIMES {
-        let figures: Vec<&Figure> = view.figures.iter().filter(|f| f.metric == time).collect();
-        let categories = figures.iter().map(|f| f.benchmark_label.clone()).collect();
-        let title = format!("{}: {time} per benchmark{mark}", view.summary.name);
-        if let Some(bars) = bars_of(view, title.clone(), &figures, categories) {
-            let link = chart_link(
-                id,
-                &slug(time),
-                &title,
-                "times",
-                keys(figures.iter().copied()),
-            );
+    // The study's times: one chart per benchmark, real, user and system time on every target.
+    for b in &view.benchmarks {
+        let figures: Vec<&Figure> = TIMES
+            .iter()
+            .filter_map(|t| {
+                view.figures
+                    .iter()
+                    .find(|f| f.benchmark == b.position && f.metric == *t)
+            })
+            .collect();
+        let categories = figures
+            .iter()
+            .map(|f| f.metric.trim_end_matches(" time").to_string())
+            .collect();
+        let title = format!("{}: real, user and system time{mark}", b.label);
+        if let Some(mut bars) = bars_of(view, title.clone(), &figures, categories) {
+            bars.y_label = "time (s)".into();
+            let name = format!("times-{}", b.position);
+            let link = chart_link(id, &name, &title, "times", keys(figures.iter().copied()));
             out.push((link, Spec::Bars(bars)));
         }
     }
@@ -374,6 +380,101 @@ pub fn chart(view: &ExperimentView, name: &str) -> Option<Result<String, draw::C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use passage_app::experiments::{BenchmarkView, Cell, ExperimentSummary, Sample, TargetView};
+
+    fn cell(target: i64, values: &[f64]) -> Cell {
+        let s = stats::summarize(values).unwrap();
+        Cell {
+            target,
+            n: s.n as i64,
+            median: s.median,
+            min: s.min,
+            max: s.max,
+            q1: s.q1,
+            q3: s.q3,
+            samples: values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Sample {
+                    job: i as i64,
+                    repetition: i as i64 + 1,
+                    value: *v,
+                })
+                .collect(),
+        }
+    }
+
+    fn target(position: i64, label: &str) -> TargetView {
+        TargetView {
+            position,
+            label: label.into(),
+            kind: if position == 0 { "native" } else { "variant" }.into(),
+            agent_id: None,
+            request_id: None,
+            vm_id: None,
+            gpu_model: None,
+            vcpus: (position > 0).then_some(position),
+            hypervisor: (position > 0).then(|| "kvm".into()),
+            status: "done".into(),
+        }
+    }
+
+    fn view() -> ExperimentView {
+        let benchmark = |position: i64, elements: &str| BenchmarkView {
+            position,
+            label: format!("VecAdd {elements}"),
+            plugin: "vector-add".into(),
+            plugin_version: "1.0.0".into(),
+            params: vec![("elements".into(), elements.into())],
+        };
+        let figure = |b: i64, scale: f64| Figure {
+            benchmark: b,
+            benchmark_label: format!("b{b}"),
+            metric: "real time".into(),
+            unit: "s".into(),
+            cells: vec![
+                cell(0, &[1.0 * scale, 1.1 * scale, 0.9 * scale]),
+                cell(1, &[1.5 * scale, 1.6 * scale, 1.4 * scale]),
+            ],
+        };
+        ExperimentView {
+            summary: ExperimentSummary {
+                id: 7,
+                name: "drawn".into(),
+                owner: "ada".into(),
+                state: "succeeded".into(),
+                preset: None,
+                repetitions: 3,
+                repetition: 3,
+                jobs_total: 12,
+                jobs_done: 12,
+                jobs_failed: 0,
+                note: None,
+                created_at: String::new(),
+                finished_at: None,
+                simulated: false,
+            },
+            benchmarks: vec![benchmark(0, "1024"), benchmark(1, "4096")],
+            targets: vec![target(0, "native gpu-01"), target(1, "KVM 1 vCPU")],
+            figures: vec![figure(0, 1.0), figure(1, 4.0)],
+            overheads: Vec::new(),
+            charts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_time_chart_has_a_bar_per_target_and_the_sizes_a_line_per_target() {
+        let view = view();
+        let names: Vec<String> = links(&view).into_iter().map(|l| l.name).collect();
+        assert_eq!(names, ["times-0", "times-1", "sizes-vector-add"]);
+        for name in &names {
+            let svg = chart(&view, name).unwrap().unwrap();
+            assert!(svg.contains("native gpu-01"), "{name}: {svg}");
+            assert!(svg.contains("KVM 1 vCPU"), "{name}");
+        }
+        assert!(chart(&view, "nothing").is_none());
+    }
 
     #[test]
     fn slugs_are_url_safe() {
