@@ -350,6 +350,28 @@ mod tests {
         assert!(d.significant);
     }
 
+    /// With three samples a side the bootstrap distribution is known exactly: a resampled
+    /// median of {1, 2, 3} is 1 or 3 with probability 7/27 each and 2 with 13/27, so a
+    /// replicate difference is at its extreme (shift ± 2) with probability 49/729 = 6.7%, more
+    /// than the 2.5% each end of a 95% interval leaves out: the interval is [shift − 2,
+    /// shift + 2] exactly, whatever the seed.
+    #[test]
+    fn three_samples_a_side_give_the_exact_bootstrap_interval() {
+        for seed in [1, 2, 3, 99] {
+            let d = difference(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0], seed).unwrap();
+            let interval = d.interval.unwrap();
+            assert_eq!((interval.low, interval.high), (1.0, 5.0), "seed {seed}");
+            assert!(d.significant);
+            // Shifted by one only: the medians differ, the interval holds zero, so it is not
+            // called a difference.
+            let d = difference(&[1.0, 2.0, 3.0], &[2.0, 3.0, 4.0], seed).unwrap();
+            assert_eq!(d.absolute, 1.0);
+            let interval = d.interval.unwrap();
+            assert_eq!((interval.low, interval.high), (-1.0, 3.0), "seed {seed}");
+            assert!(!d.significant);
+        }
+    }
+
     #[test]
     fn identical_groups_do_not_differ() {
         let samples: Vec<f64> = (0..15).map(|i| 10.0 + f64::from(i % 7) * 0.3).collect();
