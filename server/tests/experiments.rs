@@ -338,9 +338,9 @@ async fn matrix_scenario(url: String) {
     let charts = done["charts"].as_array().unwrap();
     let names: BTreeSet<&str> = charts.iter().map(|c| c["name"].as_str().unwrap()).collect();
     for wanted in [
-        "real-time",
-        "user-time",
-        "system-time",
+        "times-0",
+        "times-1",
+        "times-2",
         "bandwidth-2",
         "sizes-vector-add",
         "overhead-real-time",

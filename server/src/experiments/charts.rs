@@ -344,11 +344,17 @@ fn specs(view: &ExperimentView) -> Vec<(ChartLink, Spec)> {
             }),
         ));
     }
-    // Every other figure on its own.
+    // Every other figure on its own, but those that are the same everywhere (a run's settings,
+    // such as its element count, reported beside its measurements).
+    let constant = |f: &Figure| {
+        f.cells
+            .iter()
+            .all(|c| c.min == c.max && Some(c.median) == f.cells.first().map(|c| c.median))
+    };
     for f in view
         .figures
         .iter()
-        .filter(|f| !TIMES.contains(&f.metric.as_str()))
+        .filter(|f| !TIMES.contains(&f.metric.as_str()) && !constant(f))
     {
         let title = format!("{}: {}{mark}", f.benchmark_label, f.metric);
         if let Some(bars) = bars_of(view, title.clone(), &[f], vec![f.metric.clone()]) {
