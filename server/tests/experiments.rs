@@ -554,6 +554,38 @@ async fn variants_are_requested_approved_at_once_and_released_when_the_experimen
     })
     .await;
 
+    // VMs of two GPU models are told apart by their model.
+    let (status, created) = post(
+        &setup.ada,
+        format!("{base}/api/v1/experiments"),
+        json!({ "name": "models", "plugins": [{ "plugin": "clock" }],
+                "targets": [{ "variant": { "gpu_model": "H100 PCIe", "vcpus": [2], "hypervisors": ["kvm"],
+                                           "memory_mib": 2048, "disk_gib": 10 } },
+                            { "variant": { "gpu_model": "A100 PCIe 80GB", "vcpus": [2], "hypervisors": ["kvm"],
+                                           "memory_mib": 2048, "disk_gib": 10 } }] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let models = created["id"].as_i64().unwrap();
+    let (_, shown) = get(&setup.ada, format!("{base}/api/v1/experiments/{models}")).await;
+    let labels: Vec<&str> = shown["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        ["KVM 2 vCPU H100 PCIe", "KVM 2 vCPU A100 PCIe 80GB"]
+    );
+    let (status, _) = post(
+        &setup.ada,
+        format!("{base}/api/v1/experiments/{models}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
     // Cancelled while its VMs wait for approval: the requests are withdrawn.
     let (status, created) = post(
         &setup.ada,

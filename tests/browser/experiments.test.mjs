@@ -123,6 +123,7 @@ test('an experiment over two native hosts is made, watched, charted and exported
   await page.goto(`${portal.url}experiments/${id}/report`);
   await page.waitForSelector('.report-page[data-hydrated="true"] figure.chart');
   assert.match(await page.locator('.report-page').innerText(), /Method[\s\S]*rotated/);
+  assert.match(await page.locator('.report-page p.study-finding').first().innerText(), /The 2012 study/);
   await page.goto(`${portal.url}experiments/compare?a=${id}&b=${id}`);
   await page.waitForSelector('.compare-page[data-hydrated="true"] #comparison tr.comparison-row');
   assert.match(await page.locator('#comparison').innerText(), /no difference shown/);

@@ -515,6 +515,13 @@ pub async fn create(
             }
         }
     }
+    // Variants of several GPU models are told apart by their model.
+    let models: BTreeSet<&str> = variants.iter().map(|v| v.form.gpu_model.as_str()).collect();
+    if models.len() > 1 {
+        for v in &mut variants {
+            v.label = format!("{} {}", v.label, v.form.gpu_model);
+        }
+    }
     if targets.len() + variants.len() > MAX_TARGETS {
         return Err(ExperimentError::Invalid(format!(
             "targets: at most {MAX_TARGETS} (variants count one per VM), got {}",
