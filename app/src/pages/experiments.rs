@@ -495,6 +495,16 @@ fn numbers_table(
     }
 }
 
+/// A difference's badge class and words: called a difference only when its interval excludes
+/// zero; without an interval (fewer than two samples a side) nothing is told.
+fn verdict(o: &Overhead) -> (&'static str, &'static str) {
+    match (o.significant, o.low) {
+        (true, _) => ("badge failed", "difference"),
+        (false, Some(_)) => ("badge ok", "no difference shown"),
+        (false, None) => ("badge pending", "too few samples to tell"),
+    }
+}
+
 fn overhead_row(view: &ExperimentView, o: &Overhead) -> impl IntoView + use<> {
     let target = view
         .target(o.target)
@@ -508,11 +518,7 @@ fn overhead_row(view: &ExperimentView, o: &Overhead) -> impl IntoView + use<> {
         (Some(l), Some(h)) => format!("[{}, {}]", percent(l), percent(h)),
         _ => String::new(),
     };
-    let verdict = if o.significant {
-        "difference"
-    } else {
-        "no difference shown"
-    };
+    let (class, verdict) = verdict(o);
     view! {
         <tr class="overhead" data-significant=o.significant.to_string()>
             <td>{o.benchmark_label.clone()}</td>
@@ -521,7 +527,7 @@ fn overhead_row(view: &ExperimentView, o: &Overhead) -> impl IntoView + use<> {
             <td>{format!("{} {}", number(o.absolute), o.unit)}</td>
             <td>{interval}</td>
             <td>{o.relative.map(percent).unwrap_or_default()} " " <span class="muted">{relative_interval}</span></td>
-            <td><span class=if o.significant { "badge failed" } else { "badge ok" }>{verdict}</span></td>
+            <td><span class=class>{verdict}</span></td>
         </tr>
     }
 }
@@ -790,7 +796,7 @@ fn ComparisonTable(c: Comparison) -> impl IntoView {
                                     <td>{number(r.b)}</td>
                                     <td>{format!("{} ({})", number(d.absolute), d.relative.map(percent).unwrap_or_default())}</td>
                                     <td>{match (d.low, d.high) { (Some(l), Some(h)) => format!("[{}, {}]", number(l), number(h)), _ => "too few samples".into() }}</td>
-                                    <td>{if d.significant { "difference" } else { "no difference shown" }}</td>
+                                    <td>{verdict(&d).1}</td>
                                 </tr>
                             }
                         }).collect_view()}

@@ -13,7 +13,7 @@ use passage_app::experiments::{ChartLink, ExperimentView, Figure};
 use passage_study::charts::{self as draw, GroupedBars, Line, Lines, Point, Series};
 use passage_study::stats;
 
-use super::results::{TIMES, chart_link};
+use super::results::{TIMES, chart_link, is_setting};
 
 /// A chart before it is drawn.
 enum Spec {
@@ -344,17 +344,11 @@ fn specs(view: &ExperimentView) -> Vec<(ChartLink, Spec)> {
             }),
         ));
     }
-    // Every other figure on its own, but those that are the same everywhere (a run's settings,
-    // such as its element count, reported beside its measurements).
-    let constant = |f: &Figure| {
-        f.cells
-            .iter()
-            .all(|c| c.min == c.max && Some(c.median) == f.cells.first().map(|c| c.median))
-    };
+    // Every other figure on its own, but a run's settings.
     for f in view
         .figures
         .iter()
-        .filter(|f| !TIMES.contains(&f.metric.as_str()) && !constant(f))
+        .filter(|f| !TIMES.contains(&f.metric.as_str()) && !is_setting(f))
     {
         let title = format!("{}: {}{mark}", f.benchmark_label, f.metric);
         if let Some(bars) = bars_of(view, title.clone(), &[f], vec![f.metric.clone()]) {

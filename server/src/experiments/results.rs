@@ -32,6 +32,15 @@ fn cache() -> &'static Cache {
     CACHE.get_or_init(|| Mutex::new(Vec::new()))
 }
 
+/// True for a figure that is the same in every sample of every target: a run's setting (its
+/// element count, its transfer size) reported beside its measurements, not a measurement.
+pub fn is_setting(f: &Figure) -> bool {
+    let first = f.cells.first().map(|c| c.median);
+    f.cells
+        .iter()
+        .all(|c| c.min == c.max && Some(c.median) == first)
+}
+
 /// True for a metric that is a figure of its own.
 fn is_figure(name: &str) -> bool {
     name != "verification" && !name.ends_with(" min") && !name.ends_with(" max")
@@ -213,6 +222,7 @@ pub async fn results(
     let overheads = match baseline {
         Some(baseline) => figures
             .iter()
+            .filter(|f| !is_setting(f))
             .flat_map(|f| overheads_of(record.id, f, baseline))
             .collect(),
         None => Vec::new(),
