@@ -24,7 +24,7 @@ const scratch = mkdtempSync(join(tmpdir(), 'passage-experiments-'));
 
 before(async () => {
   portal = await startPortal(
-    '[agents]\nheartbeat_secs = 1\noffline_after_secs = 5\n[quotas]\ngpus = 8\nrequests = 8\n',
+    '[agents]\nheartbeat_secs = 1\noffline_after_secs = 30\n[quotas]\ngpus = 8\nrequests = 8\n',
     [ADMIN, ADA],
   );
   browser = await launchBrowser();
@@ -175,6 +175,10 @@ test("the study's comparison: native against VMs by vCPU count and hypervisor", 
   }
 
   await page.waitForSelector('#experiment-state.succeeded', { timeout: 300_000 });
+  const jobs = await (await page.request.get(`${portal.url}api/v1/jobs?batch=experiment-${id}`)).json();
+  const failed = jobs.filter((j) => j.state !== 'succeeded').map((j) => `${j.label} on ${j.target}: ${j.error}`);
+  assert.equal(jobs.length, 150);
+  assert.deepEqual(failed, []);
   await page.waitForFunction(() => [...document.querySelectorAll('tr.target .target-status')].slice(1)
     .every((s) => s.textContent === 'released'), null, { timeout: 60_000 });
   const charts = await chartsAreDrawn(page);
