@@ -14,7 +14,7 @@ use passage_server::config::Config;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-use common::{Agent, agent_binary, plugin_dir, seed_token};
+use common::{Agent, agent_binary, get, plugin_dir, post, seed_token};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -53,18 +53,6 @@ async fn start(setup: &Setup) -> (Portal, String) {
     let portal = Portal::start(setup.config.clone()).await.unwrap();
     let base = format!("http://{}", portal.address);
     (portal, base)
-}
-
-async fn get(client: &Client, url: String) -> (StatusCode, Value) {
-    let response = client.get(url).send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Value) {
-    let response = client.post(url).json(&body).send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// The id of the newest registered version of `name`.

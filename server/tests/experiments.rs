@@ -18,19 +18,7 @@ use passage_server::config::Config;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-use common::{Agent, plugin_dir, seed_token, wait_for};
-
-async fn get(client: &Client, url: String) -> (StatusCode, Value) {
-    let response = client.get(url).send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn post(client: &Client, url: String, body: Value) -> (StatusCode, Value) {
-    let response = client.post(url).json(&body).send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use common::{Agent, get, plugin_dir, post, seed_token, wait_for};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

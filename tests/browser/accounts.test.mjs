@@ -3,7 +3,7 @@
 // admin, and deletes an account; a user who is not an admin is refused the Users page.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, signIn, startPortal, watchErrors } from './portal.mjs';
+import { launchBrowser, openAs, startPortal } from './portal.mjs';
 
 const ADMIN = { name: 'ops', password: 'operator password', admin: true };
 const ADA = { name: 'ada', password: 'analytical engine', admin: false };
@@ -22,14 +22,8 @@ after(async () => {
   await portal?.stop();
 });
 
-async function open(account, path, ready) {
-  const page = await (await browser.newContext()).newPage();
-  const errors = [];
-  watchErrors(page, errors);
-  await signIn(page, portal.url, account.name, account.password);
-  await page.goto(`${portal.url}${path}`);
-  await page.waitForSelector(`${ready}[data-hydrated="true"]`, { timeout: 30_000 });
-  return { page, errors };
+function open(account, path, ready) {
+  return openAs(browser, portal, account, path, ready);
 }
 
 async function signInStatus(name, password) {

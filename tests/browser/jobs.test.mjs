@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { addNativeHost, launchBrowser, signIn, startPortal, watchErrors } from './portal.mjs';
+import { addNativeHost, launchBrowser, openAs, startPortal } from './portal.mjs';
 
 const ADMIN = { name: 'ops', password: 'operator password', admin: true };
 const ADA = { name: 'ada', password: 'analytical engine', admin: false };
@@ -33,14 +33,8 @@ after(async () => {
   rmSync(scratch, { recursive: true, force: true });
 });
 
-async function open(account, path, ready) {
-  const page = await (await browser.newContext()).newPage();
-  const errors = [];
-  watchErrors(page, errors);
-  await signIn(page, portal.url, account.name, account.password);
-  await page.goto(`${portal.url}${path}`);
-  await page.waitForSelector(`${ready}[data-hydrated="true"]`, { timeout: 30_000 });
-  return { page, errors };
+function open(account, path, ready) {
+  return openAs(browser, portal, account, path, ready);
 }
 
 /** Selects the option of `select` whose text contains `text`. */

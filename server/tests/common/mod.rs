@@ -314,3 +314,30 @@ pub async fn seed_token(admin: &reqwest::Client, base: &str, vm: i64) -> String 
         .trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_')
         .to_string()
 }
+
+/// GETs `url` as `client`: the status and the JSON answer (`null` when it is not JSON).
+pub async fn get(
+    client: &reqwest::Client,
+    url: String,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = client.get(url).send().await.unwrap();
+    let status = response.status();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// POSTs `body` as JSON to `url` as `client`: the status and the JSON answer.
+pub async fn post(
+    client: &reqwest::Client,
+    url: String,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = client.post(url).json(&body).send().await.unwrap();
+    let status = response.status();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
