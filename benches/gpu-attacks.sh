@@ -65,9 +65,9 @@ done
 
 echo "== module variables of 64 GiB count against GPU memory"
 measure global-hog "$AGENT" run "$PLUGIN" --events -p mode=global-hog
-expect global-hog '__device__ variables take'
+expect global-hog '__device__ variables: '
 measure global-hog-ptx "$AGENT" run "$PLUGIN" --events -p mode=global-hog-ptx
-expect global-hog-ptx '__device__ variables take'
+expect global-hog-ptx '__device__ variables: '
 
 echo "== pinned host memory has its own limit"
 measure host-hog "$AGENT" run "$PLUGIN" --events --host-memory-mib 4096 -p mode=host-hog

@@ -519,6 +519,12 @@ fn matrix() -> Vec<Row> {
             everyone("404"),
         ),
         row(
+            "GET /downloads/plugin-kit/{language}",
+            "/downloads/plugin-kit/python",
+            N,
+            users("200"),
+        ),
+        row(
             "GET /downloads/passage-agent",
             "/downloads/passage-agent",
             N,

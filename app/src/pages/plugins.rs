@@ -98,6 +98,13 @@ pub fn PluginsPage() -> impl IntoView {
                 "Benchmarks and workloads: WebAssembly components that run in the agent's sandbox, "
                 "on a VM's GPUs or on a native host's. Writing one: docs/writing-plugins.md."
             </p>
+            <p class="muted" id="plugin-kits">
+                "Start a plugin from a kit (the contract, helpers and a plugin that builds with one command): "
+                <a href="/downloads/plugin-kit/rust" rel="external" download>"Rust"</a>", "
+                <a href="/downloads/plugin-kit/python" rel="external" download>"Python"</a>", "
+                <a href="/downloads/plugin-kit/js" rel="external" download>"JavaScript"</a>
+                ", or run " <code>"passage-agent new NAME --lang rust|python|js"</code> "."
+            </p>
             <Transition fallback=|| view! { <p class="notice">"Loading…"</p> }>
                 {move || Suspend::new(async move {
                     let admin = matches!(viewer.await, Ok(Some(v)) if v.is_admin);

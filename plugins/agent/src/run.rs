@@ -9,8 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use passage_plugin_host::{
-    LoadedPlugin, LogLevel, ParamValue, PluginEngine, PluginInfo, RunEvent, RunLimits,
-    resolve_params,
+    LimitSettings, LoadedPlugin, LogLevel, ParamValue, PluginEngine, PluginInfo, RunEvent,
+    RunLimits, resolve_params,
 };
 use serde_json::{Value, json};
 
@@ -202,11 +202,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
-    let (cache, warnings) =
+    // NVRTC is found (and loaded) before confinement closes the files it may live in.
+    let compiler = passage_gpu::nvrtc::find();
+    let (cache, mut warnings) =
         match confine_job(&args, args.cache_dir.clone().or_else(default_cache_dir)) {
             Ok(confined) => confined,
             Err(e) => return fail(&args, None, format!("the job could not be confined: {e:#}")),
         };
+    if compiler.is_none() && args.backend == BackendKind::Fake {
+        warnings.push(format!(
+            "NVRTC was not found, so CUDA C is not compiled on the simulated GPU: only the \
+             kernels' names and parameters are read, and a syntax error goes unnoticed until a \
+             GPU machine compiles it; install NVRTC with `{}`",
+            passage_gpu::nvrtc::INSTALL_HINT
+        ));
+    }
     for warning in &warnings {
         if args.events {
             emit(&json!({ "event": "log", "level": "warn", "message": warning }));
@@ -250,6 +260,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         gpu_memory: args.gpu_memory_mib << 20,
         host_memory: args.host_memory_mib << 20,
         wasm_memory: args.wasm_memory_mib << 20,
+        // `--events` is how `serve` runs a portal's job, whose limits the portal sets.
+        settings: if args.events {
+            LimitSettings::PORTAL
+        } else {
+            LimitSettings::COMMAND_LINE
+        },
         ..RunLimits::default()
     };
     arm_watchdog(limits.wall_time, args.events);
@@ -304,6 +320,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 "sha256": loaded.sha256,
                 "ok": true,
                 "simulated": report.simulated,
+                "compiler": compiler.map(|c| format!("NVRTC {}", c.version)),
                 "device": {
                     "name": device.name,
                     "pci_bus_id": device.pci_bus_id,

@@ -150,7 +150,10 @@ fn the_job_process_is_confined_while_the_plugin_runs() {
         "{seen}"
     );
     let error = error_of(&ended);
-    assert!(error.contains("time limit of 4s"), "{error}");
+    assert!(
+        error.contains("time limit of 4 s") && error.contains("jobs.time_limit_secs"),
+        "{error}"
+    );
     assert!(
         ended.elapsed < Duration::from_secs(15),
         "{:?}",

@@ -6,7 +6,7 @@
 //! new context in the same process fails afterwards. So after a fault [`GpuBackend::end_run`]
 //! destroys the context and the backend refuses further work with a message that says why;
 //! isolation between runs comes from running each job in its own process, as the agent does.
-//! CUDA C is compiled with NVRTC and the PTX cached on disk by the hash of the source, the
+//! CUDA C is compiled with NVRTC ([`crate::nvrtc`]) and the PTX cached on disk by the hash of the source, the
 //! architecture and the NVRTC version.
 #![allow(unsafe_code)]
 
@@ -21,11 +21,9 @@ use cudarc::driver::sys::{self, CUdevice_attribute};
 use cudarc::driver::{CudaContext, DriverError};
 use sha2::{Digest, Sha256};
 
+use crate::nvrtc;
 use crate::signature::{self, Signatures};
 use crate::{DeviceInfo, GpuBackend, GpuError, Handle, KernelArg, LaunchConfig, Leftovers};
-
-/// The longest one NVRTC compilation may take.
-pub const MAX_COMPILE_TIME: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Handles are small unique integers: hashing them is needless work on the launch path.
 #[derive(Default)]
@@ -174,8 +172,7 @@ impl CudaGpu {
             ),
             simulated: false,
         };
-        // NVRTC wants the architecture as a static string; one leak per process and device kind.
-        let arch: &'static str = Box::leak(format!("sm_{major}{minor}").into_boxed_str());
+        let arch = nvrtc::arch((major as u32, minor as u32));
         Ok(CudaGpu {
             ctx: Some(ctx),
             info,
@@ -269,7 +266,9 @@ impl CudaGpu {
         let key = hex::encode(Sha256::digest(format!(
             "{}\0{}\0{}",
             self.arch,
-            nvrtc_version(),
+            nvrtc::find()
+                .map(|n| n.version.as_str())
+                .unwrap_or_default(),
             source
         )));
         let cached = self
@@ -281,41 +280,7 @@ impl CudaGpu {
         {
             return Ok(ptx);
         }
-        let options = cudarc::nvrtc::CompileOptions {
-            arch: Some(self.arch),
-            name: Some(name.to_string()),
-            ..Default::default()
-        };
-        // NVRTC cannot be interrupted: it compiles on a thread of its own, and a compilation
-        // that outlasts the limit is abandoned (the job process ends soon after the error).
-        let (done, outcome) = std::sync::mpsc::channel();
-        let (owned_name, owned_source) = (name.to_string(), source.to_string());
-        std::thread::Builder::new()
-            .name("nvrtc".into())
-            .spawn(move || {
-                let result = cudarc::nvrtc::compile_ptx_with_opts(&owned_source, options)
-                    .map(|ptx| ptx.to_src())
-                    .map_err(|e| match e {
-                        cudarc::nvrtc::CompileError::CompileError { log, .. } => {
-                            GpuError::CompileFailed(format!(
-                                "{owned_name}:\n{}",
-                                log.to_string_lossy().trim()
-                            ))
-                        }
-                        other => GpuError::CompileFailed(format!("{owned_name}: {other:?}")),
-                    });
-                let _ = done.send(result);
-            })
-            .map_err(|e| GpuError::Driver(format!("cannot start the compiler thread: {e}")))?;
-        let text = match outcome.recv_timeout(MAX_COMPILE_TIME) {
-            Ok(result) => result?,
-            Err(_) => {
-                return Err(GpuError::LimitExceeded(format!(
-                    "{name}: compiling took longer than {} s, the limit of one compilation",
-                    MAX_COMPILE_TIME.as_secs()
-                )));
-            }
-        };
+        let text = nvrtc::compile(name, source, self.arch)?;
         if let Some(path) = cached {
             if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -375,16 +340,6 @@ impl CudaGpu {
                 "{handle:?} is not a {what}"
             ))),
         }
-    }
-}
-
-fn nvrtc_version() -> String {
-    let (mut major, mut minor) = (0, 0);
-    // SAFETY: only called after the library was found; both out-pointers are valid.
-    let result = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
-    match result {
-        cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS => format!("{major}.{minor}"),
-        _ => String::new(),
     }
 }
 
@@ -563,12 +518,6 @@ impl GpuBackend for CudaGpu {
 
     fn compile(&mut self, name: &str, source: &str) -> Result<Handle, GpuError> {
         crate::source::check_cuda_source(name, source)?;
-        // SAFETY: only probes whether the shared library can be loaded.
-        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-            return Err(GpuError::CompileFailed(
-                "NVRTC (libnvrtc.so) is not installed: CUDA C cannot be compiled here; load PTX instead".into(),
-            ));
-        }
         let ptx = self.compile_ptx(name, source)?;
         self.load_ptx(&ptx)
     }
@@ -609,11 +558,10 @@ impl GpuBackend for CudaGpu {
                 module, kernels, ..
             }) => (
                 *module,
-                kernels.get(name).cloned().ok_or_else(|| {
-                    GpuError::NotFound(format!(
-                        "no kernel {name:?} in the module (is it extern \"C\"?)"
-                    ))
-                })?,
+                kernels
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| signature::missing_kernel(name, kernels))?,
             ),
             _ => {
                 return Err(GpuError::InvalidArgument(format!(

@@ -1,14 +1,15 @@
 //! A simulated GPU for tests and for machines without one.
 //!
 //! Memory behaves as on a device: buffers hold bytes, copies and fills move them, ranges are
-//! checked. Kernels do not execute: launches are checked against the declared parameters and
-//! recorded. Events measure host time. The device says it is simulated, and so must every
+//! checked. Kernels do not execute: CUDA C is compiled by NVRTC where it is installed (it needs
+//! no GPU), launches are checked against the declared parameters and recorded. Events measure host time. The device says it is simulated, and so must every
 //! figure measured on it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::nvrtc;
 use crate::signature::{self, Signatures};
 use crate::{DeviceInfo, GpuBackend, GpuError, Handle, KernelArg, LaunchConfig, Leftovers};
 
@@ -328,9 +329,18 @@ impl GpuBackend for FakeGpu {
 
     fn compile(&mut self, name: &str, source: &str) -> Result<Handle, GpuError> {
         crate::source::check_cuda_source(name, source)?;
-        let kernels = signature::from_cuda_source(source)
-            .map_err(|e| GpuError::CompileFailed(format!("{name}: {e}")))?;
-        let global_bytes = signature::cuda_global_bytes(source);
+        // With NVRTC the source is compiled for real, so its errors and its kernels' parameter
+        // lists are the compiler's; without it, Passage's own reading of the signatures is all
+        // there is, and the agent says so.
+        let (kernels, global_bytes) = if nvrtc::find().is_some() {
+            let ptx = nvrtc::compile(name, source, nvrtc::arch(self.info.capability))?;
+            let kernels = signature::from_ptx(&ptx).map_err(GpuError::CompileFailed)?;
+            (kernels, signature::ptx_global_bytes(&ptx))
+        } else {
+            let kernels = signature::from_cuda_source(source)
+                .map_err(|e| GpuError::CompileFailed(format!("{name}: {e}")))?;
+            (kernels, signature::cuda_global_bytes(source))
+        };
         Ok(self.insert(Object::Module {
             kernels,
             global_bytes,
@@ -368,7 +378,7 @@ impl GpuBackend for FakeGpu {
             Some(Object::Module { kernels, .. }) => kernels
                 .get(name)
                 .cloned()
-                .ok_or_else(|| GpuError::NotFound(format!("no kernel {name:?} in the module")))?,
+                .ok_or_else(|| signature::missing_kernel(name, kernels))?,
             _ => {
                 return Err(GpuError::InvalidArgument(format!(
                     "{module:?} is not a module"

@@ -10,6 +10,7 @@
 
 pub mod cuda;
 mod fake;
+pub mod nvrtc;
 pub mod signature;
 pub mod source;
 

@@ -12,6 +12,24 @@ use std::collections::BTreeMap;
 /// Kernel name to parameter sizes in bytes.
 pub type Signatures = BTreeMap<String, Vec<u32>>;
 
+/// The error for a kernel `name` that `kernels` lacks: it lists what the module has, and a
+/// C++-mangled name there (`_Z5scalePfi`) means the kernel was not declared `extern "C"`.
+pub fn missing_kernel(name: &str, kernels: &Signatures) -> crate::GpuError {
+    let names: Vec<&str> = kernels.keys().map(String::as_str).collect();
+    let hint = if names.iter().any(|n| n.starts_with("_Z")) {
+        "; a name starting with _Z is a C++ name: declare the kernel `extern \"C\" __global__` to find it by its own name"
+    } else {
+        ""
+    };
+    crate::GpuError::NotFound(format!(
+        "no kernel {name:?} in the module; it has {}{hint}",
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    ))
+}
 /// Reads every `.entry` of a PTX module.
 pub fn from_ptx(ptx: &str) -> Result<Signatures, String> {
     let mut kernels = Signatures::new();

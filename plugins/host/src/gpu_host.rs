@@ -8,6 +8,7 @@ use wasmtime::component::Resource;
 
 use crate::bindings::GpuError as WitGpuError;
 use crate::bindings::passage::plugin::{gpu, peers, report, types};
+use crate::limits::over_memory_limit;
 use crate::state::{LogLevel, Metric, RunEvent, RunState};
 
 /// The most bytes one `read` or `write` call moves between the plugin and the host.
@@ -131,9 +132,12 @@ impl RunState {
             )));
         }
         if self.gpu_bytes.saturating_add(size) > self.gpu_limit {
-            return Ok(Err(WitGpuError::LimitExceeded(format!(
-                "{size} more bytes would take the run past its GPU memory limit of {} bytes ({} in use)",
-                self.gpu_limit, self.gpu_bytes
+            return Ok(Err(WitGpuError::LimitExceeded(over_memory_limit(
+                "GPU memory",
+                size,
+                self.gpu_bytes,
+                self.gpu_limit,
+                self.settings().gpu_memory,
             ))));
         }
         match self.with_device(Ok(device), |gpu| gpu.alloc(size)) {
@@ -368,9 +372,12 @@ impl gpu::HostHostMemory for RunState {
             )));
         }
         if self.host_bytes.saturating_add(size) > self.host_limit {
-            return Ok(Err(WitGpuError::LimitExceeded(format!(
-                "{size} more bytes would take the run past its host memory limit of {} bytes ({} in use)",
-                self.host_limit, self.host_bytes
+            return Ok(Err(WitGpuError::LimitExceeded(over_memory_limit(
+                "host memory",
+                size,
+                self.host_bytes,
+                self.host_limit,
+                self.settings().host_memory,
             ))));
         }
         match self.with_gpu(|gpu| gpu.host_alloc(size, pinned)) {
@@ -445,9 +452,14 @@ impl RunState {
                 gpu.unload(handle).ok();
             }
             return Ok(Err(WitGpuError::LimitExceeded(format!(
-                "the module's __device__ variables take {global_bytes} bytes, which would take the \
-                 run past its GPU memory limit of {} bytes ({} in use)",
-                self.gpu_limit, self.gpu_bytes
+                "the module's __device__ variables: {}",
+                over_memory_limit(
+                    "GPU memory",
+                    global_bytes,
+                    self.gpu_bytes,
+                    self.gpu_limit,
+                    self.settings().gpu_memory,
+                )
             ))));
         }
         self.gpu_bytes += global_bytes;

@@ -7,7 +7,9 @@
 //! files, no sockets, no environment. Whatever a run leaves on the GPU is freed when it ends.
 
 mod bindings;
+mod check;
 mod gpu_host;
+mod limits;
 mod params;
 mod state;
 
@@ -20,12 +22,15 @@ use passage_gpu::{GpuBackend, Leftovers};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, Trap};
 
+pub use check::{CheckReport, Finding, Verdict};
+pub use limits::{LimitSettings, RunLimits};
 pub use params::{ParamKind, ParamSpec, ParamValue, PluginInfo, resolve_params};
 pub use state::{LogLevel, Metric, RunEvent};
 
 use crate::bindings::Plugin;
+use crate::limits::{LimitReached, MemoryLimiter};
 use crate::state::RunState;
 
 /// How often the epoch advances: the resolution of wall-time limits.
@@ -57,8 +62,13 @@ pub enum PluginError {
     #[error("the plugin crashed: {0}")]
     Trap(String),
     /// The run passed its wall-time limit.
-    #[error("the plugin ran past its time limit of {0:?}")]
-    TimedOut(Duration),
+    #[error("the plugin ran past its time limit of {} s: raise it with {setting}", limit.as_secs_f64())]
+    TimedOut {
+        /// The limit.
+        limit: Duration,
+        /// How to change it.
+        setting: &'static str,
+    },
     /// The plugin reported more than the run's limits allow (metrics, log lines, bytes).
     #[error("limit exceeded: {0}")]
     LimitExceeded(String),
@@ -68,42 +78,6 @@ pub enum PluginError {
     /// The engine could not be set up.
     #[error("plugin engine: {0}")]
     Engine(String),
-}
-
-/// Per-run limits.
-#[derive(Debug, Clone)]
-pub struct RunLimits {
-    /// Linear memory of the plugin, in bytes.
-    pub wasm_memory: usize,
-    /// Device memory held at once, in bytes: buffers and the modules' own variables.
-    pub gpu_memory: u64,
-    /// Host memory (pinned and pageable) held at once through `host-memory`, in bytes.
-    pub host_memory: u64,
-    /// Wall-clock time of the whole run.
-    pub wall_time: Duration,
-    /// GPU resources (buffers, host buffers, modules, kernels, streams, events) alive at once.
-    pub resources: usize,
-    /// `report.metric` calls.
-    pub metrics: usize,
-    /// `report.log` lines.
-    pub log_lines: usize,
-    /// Bytes of text reported: metric names and units, log lines and progress notes together.
-    pub report_bytes: usize,
-}
-
-impl Default for RunLimits {
-    fn default() -> Self {
-        RunLimits {
-            wasm_memory: 256 << 20,
-            gpu_memory: 8 << 30,
-            host_memory: 4 << 30,
-            wall_time: Duration::from_secs(600),
-            resources: 4096,
-            metrics: 10_000,
-            log_lines: 10_000,
-            report_bytes: 1 << 20,
-        }
-    }
 }
 
 /// A compiled plugin and what it says about itself.
@@ -246,13 +220,17 @@ impl PluginEngine {
         let sha256 = hex::encode(Sha256::digest(bytes));
         let limits = RunLimits {
             wall_time: DESCRIBE_TIME,
+            settings: LimitSettings {
+                wall_time: "nothing: `describe` only returns a record, without loops or the GPU",
+                ..LimitSettings::COMMAND_LINE
+            },
             ..RunLimits::default()
         };
         let mut store = self.store(RunState::describing(), &limits);
         let plugin = self.instantiate(&mut store, &component)?;
         let info = plugin
             .call_describe(&mut store)
-            .map_err(|e| classify_trap(e, DESCRIBE_TIME))?;
+            .map_err(|e| classify_trap(e, &limits))?;
         let info = PluginInfo::from_wit(info).map_err(PluginError::WrongWorld)?;
         let wants_peers = component
             .component_type()
@@ -304,7 +282,7 @@ impl PluginEngine {
                     .collect();
                 instance
                     .call_run(&mut store, &wit_params)
-                    .map_err(|e| classify_trap(e, limits.wall_time))
+                    .map_err(|e| classify_trap(e, limits))
             });
         let wall = started.elapsed();
         let state::Finished {
@@ -346,14 +324,11 @@ impl PluginEngine {
     fn store(&self, state: RunState, limits: &RunLimits) -> Store<RunState> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.data_mut().limits = StoreLimitsBuilder::new()
-            .memory_size(limits.wasm_memory)
-            .table_elements(100_000)
-            .instances(16)
-            .tables(32)
-            .memories(8)
-            .trap_on_grow_failure(true)
-            .build();
+        store.data_mut().limits = MemoryLimiter::new(limits);
+        // One call's data (a `write`'s bytes) passes through the plugin's memory, which is the
+        // real bound; wasmtime's own, smaller cap per host call would stop a legal transfer
+        // with a message about fuel.
+        store.set_hostcall_fuel(limits.wasm_memory.saturating_mul(2));
         let ticks = (limits.wall_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         // Keep the ticker alive as long as stores exist.
@@ -377,12 +352,18 @@ impl PluginEngine {
     }
 }
 
-fn classify_trap(error: wasmtime::Error, wall_time: Duration) -> PluginError {
+fn classify_trap(error: wasmtime::Error, limits: &RunLimits) -> PluginError {
     if let Some(limit) = error.downcast_ref::<state::ReportLimit>() {
         return PluginError::LimitExceeded(limit.0.clone());
     }
+    if let Some(limit) = error.downcast_ref::<LimitReached>() {
+        return PluginError::LimitExceeded(limit.0.clone());
+    }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => PluginError::TimedOut(wall_time),
+        Some(Trap::Interrupt) => PluginError::TimedOut {
+            limit: limits.wall_time,
+            setting: limits.settings.wall_time,
+        },
         _ => PluginError::Trap(format!("{error:#}")),
     }
 }

@@ -169,7 +169,9 @@ fn an_infinite_loop_is_stopped_at_the_time_limit() {
     };
     let started = Instant::now();
     let result = run_mode(&plugin, "spin", &[], Box::new(FakeGpu::default()), &limits);
-    assert!(matches!(result.outcome, Err(PluginError::TimedOut(_))));
+    let err = result.outcome.unwrap_err();
+    assert!(matches!(err, PluginError::TimedOut { .. }), "{err}");
+    assert!(err.to_string().contains("--timeout"), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "stopped promptly"
@@ -185,9 +187,88 @@ fn unbounded_memory_growth_hits_the_wasm_memory_limit() {
         ..RunLimits::default()
     };
     let result = run_mode(&plugin, "grow", &[], Box::new(FakeGpu::default()), &limits);
-    let err = result.outcome.unwrap_err().to_string();
-    assert!(err.contains("memory"), "{err}");
+    let err = result.outcome.unwrap_err();
+    // The author learns which limit, its value and how to raise it, not wasmtime's words.
+    let PluginError::LimitExceeded(message) = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        message.contains("WebAssembly memory")
+            && message.contains("limit of 64 MiB")
+            && message.contains("--wasm-memory-mib"),
+        "{message}"
+    );
+    assert!(!message.contains("forcing trap"), "{message}");
     assert_healthy(&plugin, result.gpu);
+}
+
+#[test]
+fn one_write_may_move_as_much_as_the_plugin_can_hold() {
+    // wasmtime caps the data of one host call at 128 MiB by default; the run's memory limit is
+    // the real bound, so a 200 MiB write goes through under a 512 MiB limit.
+    let plugin = misbehave();
+    let limits = RunLimits {
+        wasm_memory: 512 << 20,
+        ..RunLimits::default()
+    };
+    let result = run_mode(
+        &plugin,
+        "big-write",
+        &[("bytes", "200Mi")],
+        Box::new(FakeGpu::default()),
+        &limits,
+    );
+    let report = result
+        .outcome
+        .expect("a 200 MiB write under a 512 MiB limit");
+    assert_eq!(report.metrics[0].value, (200u64 << 20) as f64);
+    // Past the plugin's own memory, the message names that limit.
+    let limits = RunLimits {
+        wasm_memory: 128 << 20,
+        ..RunLimits::default()
+    };
+    let result = run_mode(
+        &plugin,
+        "big-write",
+        &[("bytes", "200Mi")],
+        Box::new(FakeGpu::default()),
+        &limits,
+    );
+    let err = result.outcome.unwrap_err().to_string();
+    assert!(
+        err.contains("limit of 128 MiB") && err.contains("--wasm-memory-mib"),
+        "{err}"
+    );
+    assert!(!err.contains("fuel"), "{err}");
+}
+
+#[test]
+fn a_pass_claimed_on_the_simulated_device_is_recorded_as_skipped() {
+    let plugin = misbehave();
+    let result = run_mode(
+        &plugin,
+        "claim-pass",
+        &[],
+        Box::new(FakeGpu::default()),
+        &RunLimits::default(),
+    );
+    let report = result.outcome.unwrap();
+    assert!(report.simulated);
+    let verification: Vec<f64> = report
+        .metrics
+        .iter()
+        .filter(|m| m.name == "verification")
+        .map(|m| m.value)
+        .collect();
+    assert_eq!(verification, [-1.0]);
+    assert!(
+        report
+            .logs
+            .iter()
+            .any(|(_, line)| line.contains("simulated device") && line.contains("skipped")),
+        "{:?}",
+        report.logs
+    );
 }
 
 #[test]
@@ -485,7 +566,9 @@ fn module_variables_count_against_gpu_memory() {
     for mode in ["global-hog", "global-hog-ptx"] {
         let err = attack(mode, &limits, 10).to_string();
         assert!(
-            err.contains("LimitExceeded") && err.contains("__device__ variables take"),
+            err.contains("LimitExceeded")
+                && err.contains("__device__ variables: ")
+                && err.contains("GPU memory limit"),
             "{mode}: {err}"
         );
     }

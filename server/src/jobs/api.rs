@@ -21,6 +21,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/plugins/{id}", get(show_plugin))
         .route("/api/v1/plugins/{id}/component", get(plugin_component))
+        .route("/downloads/plugin-kit/{language}", get(plugin_kit))
         .route("/api/v1/agents", get(list_agents).post(add_agent))
         .route("/api/v1/agents/{id}", delete(revoke_agent))
         .route("/api/v1/agents/{id}/suite", post(queue_suite))
@@ -145,6 +146,40 @@ pub(crate) async fn plugin_component(
             (header::CONTENT_DISPOSITION, disposition),
         ],
         bytes,
+    )
+        .into_response())
+}
+
+/// Which project a kit download holds.
+#[derive(Debug, Deserialize)]
+pub(crate) struct KitQuery {
+    /// The plugin's name (default `my-plugin`).
+    name: Option<String>,
+    /// `template` (default) or a shipped example such as `vector-add`.
+    example: Option<String>,
+}
+
+/// A new plugin project as a `.tar.gz`: what `passage-agent new` writes, for people without the
+/// agent at hand.
+pub(crate) async fn plugin_kit(
+    _: CurrentUser,
+    Path(language): Path<String>,
+    Query(query): Query<KitQuery>,
+) -> Result<Response, ApiError> {
+    use passage_plugin_kit::{Language, Starter, project};
+    let bad = |e: passage_plugin_kit::KitError| ApiError::new(StatusCode::NOT_FOUND, e.to_string());
+    let language = Language::parse(language.trim_end_matches(".tar.gz")).map_err(bad)?;
+    let starter = Starter::parse(query.example.as_deref().unwrap_or("template")).map_err(bad)?;
+    let name = query.name.as_deref().unwrap_or("my-plugin");
+    let project = project(name, language, starter)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let disposition = format!("attachment; filename=\"{name}-{language}.tar.gz\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/gzip".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        project.archive(),
     )
         .into_response())
 }

@@ -13,7 +13,7 @@ mod verification;
 
 use std::time::Duration;
 
-use passage_app::plugins::{AgentView, JobFilter, JobOrder, JobView, PluginView};
+use passage_app::plugins::{AgentView, JobFilter, JobOrder, JobResult, JobView, PluginView};
 use passage_plugin_host::{ParamValue, PluginInfo, resolve_params};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,22 @@ pub struct JobService {
 }
 
 /// A label for a job's batch of the study's suite.
+/// The result as stored: on a simulated device nothing was computed, so a `verification` PASS
+/// that the plugin reported is kept as skipped (-1), whatever the plugin or its agent claims.
+fn honest_result(result: &JobResult) -> JobResult {
+    let simulated = result.simulated || result.devices.iter().any(|d| d.simulated);
+    let mut result = result.clone();
+    result.simulated = simulated;
+    if simulated {
+        for metric in &mut result.metrics {
+            if metric.name == "verification" && metric.value > 0.0 {
+                metric.value = -1.0;
+            }
+        }
+    }
+    result
+}
+
 fn batch_name(agent: i64) -> String {
     format!("study-{agent}-{}", now_ms())
 }
@@ -584,13 +600,19 @@ impl JobService {
     }
 
     /// Records how a job ended. A run whose plugin reported `verification` 0 (its GPU output
-    /// did not match the CPU reference) failed, whatever else it measured.
+    /// did not match the CPU reference) failed, whatever else it measured; a run on a
+    /// simulated device is never stored as verified (see [`honest_result`]).
     pub async fn finish(
         &self,
         agent: &AgentRecord,
         id: i64,
         end: &JobEnd<'_>,
     ) -> Result<(), JobError> {
+        let honest = end.result.map(honest_result);
+        let end = &JobEnd {
+            result: honest.as_ref(),
+            ..*end
+        };
         let verification_failed = end.state == "succeeded"
             && end.result.is_some_and(|r| {
                 r.metrics
@@ -726,5 +748,49 @@ impl JobService {
             .await?
             .ok_or_else(|| JobError::NotFound(format!("no plugin {id}")))?;
         Ok((plugin, bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use passage_app::plugins::{DeviceView, JobResult, MetricView};
+
+    use super::honest_result;
+
+    fn result(simulated_device: bool, verification: f64) -> JobResult {
+        JobResult {
+            // What an agent claims; the devices it lists decide.
+            simulated: false,
+            devices: vec![DeviceView {
+                index: 0,
+                name: "NVIDIA H200".into(),
+                pci_bus_id: "0000:17:00.0".into(),
+                total_memory: 141 << 30,
+                compute_capability: "9.0".into(),
+                simulated: simulated_device,
+            }],
+            metrics: vec![MetricView {
+                name: "verification".into(),
+                value: verification,
+                unit: "1=pass 0=fail -1=skipped".into(),
+            }],
+            logs: Vec::new(),
+            wall_s: 1.0,
+            user_s: 0.5,
+            system_s: 0.1,
+            leftovers: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_pass_on_a_simulated_device_is_stored_as_skipped() {
+        let stored = honest_result(&result(true, 1.0));
+        assert!(stored.simulated);
+        assert_eq!(stored.metrics[0].value, -1.0);
+        // A failure stays a failure; a real device's pass stays a pass.
+        assert_eq!(honest_result(&result(true, 0.0)).metrics[0].value, 0.0);
+        let real = honest_result(&result(false, 1.0));
+        assert!(!real.simulated);
+        assert_eq!(real.metrics[0].value, 1.0);
     }
 }

@@ -50,7 +50,7 @@ impl Guest for Misbehave {
             params: vec![
                 param(
                     "mode",
-                    "trap, spin, grow, gpu-hog, bad-kernel, wrong-args, fault, ignore-fault, leak, escape, ok, peer-out-of-range, peer-wrong-stream, peer-mixed, peer-leak, include-file, include-macro, include-disguised, metric-flood, metric-bytes-flood, long-metric-name, log-flood, huge-log, progress-flood, host-hog, global-hog, global-hog-ptx, hang",
+                    "trap, spin, grow, big-write, claim-pass, gpu-hog, bad-kernel, undeclared, wrong-args, fault, ignore-fault, leak, escape, ok, peer-out-of-range, peer-wrong-stream, peer-mixed, peer-leak, include-file, include-macro, include-disguised, metric-flood, metric-bytes-flood, long-metric-name, log-flood, huge-log, progress-flood, host-hog, global-hog, global-hog-ptx, hang",
                     Value::Text("ok".into()),
                     None,
                     None,
@@ -89,12 +89,30 @@ impl Guest for Misbehave {
                     std::hint::black_box(&hoard);
                 }
             }
+            "big-write" => {
+                let bytes = params.integer("bytes")? as u64;
+                let buffer = Buffer::alloc(bytes).map_err(|e| format!("{e:?}"))?;
+                let data = vec![7u8; bytes as usize];
+                buffer.write(0, &data).map_err(|e| format!("{e:?}"))?;
+                report::metric("written", bytes as f64, "bytes");
+                Ok(())
+            }
+            "claim-pass" => {
+                report::metric("verification", 1.0, "1=pass 0=fail -1=skipped");
+                Ok(())
+            }
             "gpu-hog" => {
                 let bytes = params.integer("bytes")? as u64;
                 let buffer = Buffer::alloc(bytes).map_err(|e| format!("{e:?}"))?;
                 report::metric("allocated", buffer.size() as f64, "bytes");
                 Ok(())
             }
+            "undeclared" => Module::compile(
+                "undeclared.cu",
+                "extern \"C\" __global__ void k(float *x) { x[0] = y; }",
+            )
+            .map(drop)
+            .map_err(|e| format!("{e:?}")),
             "bad-kernel" => Module::compile(
                 "broken.cu",
                 "extern \"C\" __global__ void k(int n) { if (n) { ",
