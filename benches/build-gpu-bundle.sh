@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds what benches/gpu.sh, benches/suite.sh and benches/experiment.sh need into target/gpu:
 # release binaries of the agent, the portal, the benchmark driver and the CUDA tests (stripped),
-# the libraries the portal links, the plugins, and the scripts with the suite's table maker (so
+# the libraries the portal links, the plugins (with the Python and JavaScript examples), and the scripts with the suite's table maker (so
 # that the bundle also runs on its own). The GPU machine needs no Rust
 # toolchain.
 set -euo pipefail
@@ -9,6 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 BUNDLE="$TARGET/gpu"
 ./x plugins >/dev/null
+./x examples >/dev/null
 cargo build --release -p passage-agent -p passage-bench -p passage-server
 tests=$(cargo test --release -p passage-plugin-host --test cuda --no-run --message-format=json \
   | python3 -c 'import json,sys
@@ -25,5 +26,5 @@ mkdir -p "$BUNDLE/lib"
 ldd "$BUNDLE/passage" | awk '/=> \// {print $3}' | grep -Ev '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*)\.so' \
   | while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
 cp -r "$TARGET/plugins" "$BUNDLE/plugins"
-cp benches/gpu.sh benches/suite.sh benches/suite_table.py benches/experiment.sh "$BUNDLE/"
+cp benches/gpu.sh benches/suite.sh benches/suite_table.py benches/languages_table.py benches/experiment.sh "$BUNDLE/"
 du -sh "$BUNDLE"

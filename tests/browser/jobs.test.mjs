@@ -2,9 +2,11 @@
 // the simulated GPU backend); a user runs a shipped plugin with a parameter of their own,
 // watches it finish, reads its figures (labelled simulated) and compares them with the same run
 // on the other host; the study's suite is queued in one click and runs; admins upload plugins,
-// and what is not a plugin is refused with the reason.
+// and what is not a plugin is refused with the reason; a plugin author downloads a kit, and the
+// Python and JavaScript examples run as jobs.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -15,6 +17,7 @@ const ADA = { name: 'ada', password: 'analytical engine', admin: false };
 
 const BIN = resolve(process.env.PASSAGE_BIN ?? '../../target/debug/passage');
 const TEST_PLUGINS = join(dirname(BIN), '..', 'plugins', 'test');
+const EXAMPLES = join(dirname(BIN), '..', 'plugins', 'examples');
 
 let portal;
 let browser;
@@ -155,4 +158,46 @@ test('admins upload plugins; what is not a plugin is refused with the reason', a
   assert.match(await page.locator('h1').innerText(), /misbehave/);
   assert.match(await page.locator('.plugin-page').innerText(), /Uploaded by ops/);
   assert.deepEqual(errors, []);
+});
+
+test('a plugin author downloads a kit from the plugins page; Python and JavaScript plugins run as jobs', async () => {
+  const { page, errors } = await open(ADA, 'plugins', '.plugins-page');
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    page.click('#plugin-kits a:has-text("Python")'),
+  ]);
+  const archive = join(scratch, 'kit.tar.gz');
+  await download.saveAs(archive);
+  const listing = execFileSync('tar', ['-tzf', archive], { encoding: 'utf8' });
+  for (const file of ['my-plugin/app.py', 'my-plugin/passage_plugin.py', 'my-plugin/build.sh', 'my-plugin/wit/plugin.wit']) {
+    assert.ok(listing.includes(file), `${file} in ${listing}`);
+  }
+
+  // An admin uploads the Python and JavaScript vector-add, built as an author builds them.
+  const { page: ops, errors: opsErrors } = await open(ADMIN, 'plugins', '.plugins-page');
+  for (const lang of ['python', 'js']) {
+    await ops.goto(`${portal.url}plugins`);
+    await ops.waitForSelector('.plugins-page[data-hydrated="true"] #plugin-file');
+    await ops.setInputFiles('#plugin-file', join(EXAMPLES, `vector-add-${lang}.wasm`));
+    await Promise.all([ops.waitForURL(/\/plugins\/\d+$/), ops.click('#upload-plugin')]);
+    await ops.waitForSelector('.plugin-page[data-hydrated="true"] tr.param[data-name="repetitions"]');
+    assert.match(await ops.locator('h1').innerText(), new RegExp(`vector-add-${lang}`));
+  }
+
+  // A user runs each on a native host: the figures of the Rust vector-add, simulated, unverified.
+  for (const lang of ['python', 'js']) {
+    await page.goto(`${portal.url}plugins`);
+    await page.click(`tr.plugin[data-name="vector-add-${lang}"] a`);
+    await page.waitForSelector('.plugin-page[data-hydrated="true"] #run-plugin');
+    await pick(page, '#run-target', 'bench-01');
+    await page.fill('tr.param[data-name="repetitions"] input', '5');
+    await Promise.all([page.waitForURL(/\/jobs\/\d+$/), page.click('#run-plugin')]);
+    await page.waitForSelector('#job-state.succeeded', { timeout: 90_000 });
+    assert.match(await page.locator('#job-verification').innerText(), /skipped/);
+    for (const name of ['kernel time', 'effective bandwidth', 'elements']) {
+      assert.equal(await page.locator(`#job-metrics tr.metric[data-name="${name}"]`).count(), 1, `${lang}: ${name}`);
+    }
+  }
+  assert.deepEqual(errors, []);
+  assert.deepEqual(opsErrors, []);
 });

@@ -31,7 +31,10 @@ impl Guest for Scale {
                     "Vector length",
                     Value::Integer(1 << 20),
                     Some(1.0),
-                    Some(1e9),
+                    // 16 Mi floats: the input and its bytes (128 MiB) fit the plugin's default
+                    // memory of 256 MiB; larger vectors are written in pieces (see the suite's
+                    // vector-add).
+                    Some(16_777_216.0),
                     "floats",
                 ),
                 param("factor", "Multiplier", Value::Float(2.0), None, None, ""),
