@@ -26,5 +26,5 @@ mkdir -p "$BUNDLE/lib"
 ldd "$BUNDLE/passage" | awk '/=> \// {print $3}' | grep -Ev '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*)\.so' \
   | while read -r lib; do cp -L "$lib" "$BUNDLE/lib/"; done
 cp -r "$TARGET/plugins" "$BUNDLE/plugins"
-cp benches/gpu.sh benches/suite.sh benches/suite_table.py benches/languages_table.py benches/experiment.sh "$BUNDLE/"
+cp benches/gpu.sh benches/gpu-languages.sh benches/suite.sh benches/suite_table.py benches/languages_table.py benches/experiment.sh "$BUNDLE/"
 du -sh "$BUNDLE"

@@ -59,20 +59,5 @@ done
 
 echo "== plugin load from a warm cache and trivial runs"
 "$BIN/passage-bench" instantiate "$BIN/plugins/launch-rate.wasm" > "$OUT/instantiate.json"
-echo "== plugin languages: vector-add in Rust, Python and JavaScript, interleaved, $ROUNDS rounds"
-if [ -f "$BIN/plugins/examples/vector-add-python.wasm" ]; then
-  for size in 50000 1Mi; do
-    for round in $(seq "$ROUNDS"); do
-      for lang in rust python js; do
-        plugin="$BIN/plugins/examples/vector-add-$lang.wasm"
-        [ "$lang" = rust ] && plugin="$BIN/plugins/vector-add.wasm"
-        "$BIN/passage-agent" run "$plugin" --json -p elements="$size" -p repetitions=200 \
-          > "$OUT/languages-$size-$lang-$round.json" || echo "VECTOR-ADD ($lang) FAILED"
-      done
-    done
-  done
-  python3 "$(dirname "$0")/languages_table.py" "$OUT" | tee "$OUT/languages.md"
-else
-  echo "LANGUAGE EXAMPLES MISSING (build the bundle with benches/build-gpu-bundle.sh)"
-fi
+OUT="$OUT" ROUNDS="$ROUNDS" bash "$(dirname "$0")/gpu-languages.sh" || echo "LANGUAGES FAILED"
 echo "done: $OUT"

@@ -347,7 +347,7 @@ async fn misbehaving_plugins_fail_their_jobs_and_the_agent_keeps_serving() {
     for (mode, extra, expected) in [
         ("trap", json!({}), "the plugin crashed"),
         ("spin", json!({}), "time limit"),
-        ("grow", json!({}), "growing memory"),
+        ("grow", json!({}), "the portal's `jobs.wasm_memory_mib`"),
         ("gpu-hog", json!({"bytes": "100Gi"}), "limit"),
         ("bad-kernel", json!({}), "CompileFailed"),
         ("wrong-args", json!({}), "takes 2 arguments"),
