@@ -249,10 +249,12 @@ fn check(plugin: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The cache for compiled plugins and PTX: `$XDG_CACHE_HOME/passage` or `~/.cache/passage`.
+/// The cache for compiled plugins and PTX: `$XDG_CACHE_HOME/passage/compiled` or
+/// `~/.cache/passage/compiled`. A folder of its own: wasmtime trims the oldest files of its cache
+/// directory when it grows, and would trim the plugin tools' virtualenvs beside it.
 fn default_cache_dir() -> Option<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("passage"))
+        .map(|d| d.join("passage").join("compiled"))
 }
