@@ -13,6 +13,9 @@ use super::{Backend, Store, StoreError, flag, now_ms};
 /// An account that can sign in: not disabled, not deleted (`u` is the users table).
 const ACTIVE: &str = "u.disabled_at IS NULL AND u.deleted_at IS NULL";
 
+/// How precisely a token's last use is recorded: at most one write per token and minute.
+const TOKEN_USE_RESOLUTION_MS: i64 = 60_000;
+
 /// How many enabled admins there are.
 const ACTIVE_ADMINS: &str = "(SELECT COUNT(*) FROM users a
      WHERE a.is_admin = $2 AND a.disabled_at IS NULL AND a.deleted_at IS NULL)";
@@ -497,7 +500,7 @@ impl Store {
     /// The user of a live token (not revoked, not expired) of an active account, noting its use.
     pub async fn token_user(&self, token_hash: &str) -> Result<Option<UserRecord>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS}, t.id AS token_id
+            "SELECT {USER_COLUMNS}, t.id AS token_id, t.last_used_at AS token_last_used_at
              FROM api_tokens t JOIN users u ON u.id = t.user_id
              WHERE t.token_hash = $1 AND t.revoked_at IS NULL
                  AND (t.expires_at IS NULL OR t.expires_at > $2) AND {ACTIVE}"
@@ -507,12 +510,22 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         let Some(row) = row else { return Ok(None) };
-        let token_id: i64 = row.try_get("token_id")?;
-        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-            .bind(now_ms())
+        // A token's last use is kept to the minute: a read stays a read (no write, no lock on
+        // the database) for every request but the first of each minute.
+        let now = now_ms();
+        let last_used: Option<i64> = row.try_get("token_last_used_at")?;
+        if last_used.is_none_or(|at| now - at >= TOKEN_USE_RESOLUTION_MS) {
+            let token_id: i64 = row.try_get("token_id")?;
+            sqlx::query(
+                "UPDATE api_tokens SET last_used_at = $1
+                 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at <= $3)",
+            )
+            .bind(now)
             .bind(token_id)
+            .bind(now - TOKEN_USE_RESOLUTION_MS)
             .execute(&self.pool)
             .await?;
+        }
         user(&row).map(Some)
     }
 
