@@ -50,7 +50,8 @@ pub struct RunArgs {
     /// Host memory the plugin may hold through `host-memory` (pinned and pageable), in MiB.
     #[arg(long, default_value_t = 4096)]
     pub host_memory_mib: u64,
-    /// Where compiled plugins are cached (default: ~/.cache/passage/compiled).
+    /// Where compiled plugins are cached (default: $XDG_CACHE_HOME/passage/compiled or
+    /// ~/.cache/passage/compiled).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
     /// When started as root, the user the run switches to before it loads the plugin (default:
