@@ -350,7 +350,7 @@ async fn list_hosts(
 ) -> Result<Json<Vec<HostView>>, ApiError> {
     Ok(Json(crate::inventory::hosts_for(
         user.is_admin,
-        state.store.hosts().await?,
+        &state.store.hosts().await?,
     )))
 }
 
@@ -374,21 +374,19 @@ async fn list_gpus(
     State(state): State<AppState>,
     _: CurrentUser,
     filter: Result<Query<GpuFilter>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<GpuView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError {
         status: StatusCode::BAD_REQUEST,
         message: format!("{}; the filters are host, model and state", e.body_text()),
     })?;
-    let gpus = state
-        .store
-        .gpus()
-        .await?
-        .into_iter()
+    let gpus = state.store.gpus().await?;
+    let chosen: Vec<&GpuView> = gpus
+        .iter()
         .filter(|g| filter.host.as_ref().is_none_or(|h| &g.host == h))
         .filter(|g| filter.model.as_ref().is_none_or(|m| &g.model == m))
         .filter(|g| filter.state.as_ref().is_none_or(|s| g.state.as_str() == s))
         .collect();
-    Ok(Json(gpus))
+    Ok(Json(chosen).into_response())
 }
 
 /// Asks every host for a fresh inventory now (admins).
@@ -396,7 +394,7 @@ async fn list_gpus(
     responses((status = 200, body = [HostView]), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn refresh(State(state): State<AppState>, _: Admin) -> Result<Json<Vec<HostView>>, ApiError> {
     state.inventory.refresh_all().await?;
-    Ok(Json(state.store.hosts().await?))
+    Ok(Json(state.store.hosts().await?.to_vec()))
 }
 
 /// The base images requests can name.

@@ -60,6 +60,15 @@ pub enum ConfigError {
     },
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    Text,
+    /// One JSON object per event, with the request's span (its id, method and route).
+    Json,
+}
+
 /// The configuration file's shape. Unknown keys are errors, so typos do not pass silently.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +78,7 @@ struct ConfigFile {
     data_dir: Option<PathBuf>,
     site_dir: Option<PathBuf>,
     log: Option<String>,
+    log_format: Option<String>,
     inventory: Option<InventoryFile>,
     quotas: Option<Quotas>,
     auto_approve: Option<AutoApprove>,
@@ -429,6 +439,8 @@ pub struct Config {
     pub site_dir: PathBuf,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `passage=debug,info`.
     pub log: String,
+    /// How log lines are written: for people, or one JSON object per line for a log collector.
+    pub log_format: LogFormat,
     /// How often every host's inventory is refreshed.
     pub inventory_refresh: Duration,
     /// Limit for one libvirt call, opening the connection included.
@@ -566,6 +578,16 @@ impl Config {
                     message,
                 })?,
         };
+        let log_format = match var("PASSAGE_LOG_FORMAT").or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "log_format".into(),
+                    message: format!("{other:?} is not a log format: \"text\" or \"json\""),
+                });
+            }
+        };
         let config = Config {
             listen,
             database_url,
@@ -576,6 +598,7 @@ impl Config {
             log: var("PASSAGE_LOG")
                 .or(file.log)
                 .unwrap_or_else(|| "info".into()),
+            log_format,
             inventory_refresh: Duration::from_secs(seconds(
                 "PASSAGE_INVENTORY_REFRESH_SECS",
                 inventory.refresh_secs,
@@ -835,6 +858,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "PASSAGE_DATA_DIR",
     "PASSAGE_SITE_DIR",
     "PASSAGE_LOG",
+    "PASSAGE_LOG_FORMAT",
     "PASSAGE_INVENTORY_REFRESH_SECS",
     "PASSAGE_LIBVIRT_CALL_TIMEOUT_SECS",
     "PASSAGE_INVENTORY_GPU_VENDORS",

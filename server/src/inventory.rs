@@ -201,8 +201,8 @@ impl Inventory {
     /// The stored inventory, as `viewer` sees it (see [`hosts_for`]).
     pub async fn view(&self, viewer: Viewer) -> Result<InventoryView, StoreError> {
         Ok(InventoryView {
-            hosts: hosts_for(viewer.is_admin, self.store.hosts().await?),
-            gpus: self.store.gpus().await?,
+            hosts: hosts_for(viewer.is_admin, &self.store.hosts().await?),
+            gpus: Arc::unwrap_or_clone(self.store.gpus().await?),
             viewer,
         })
     }
@@ -210,10 +210,14 @@ impl Inventory {
 
 /// The hosts as someone sees them: admins everything, others no libvirt URI, no libvirt message
 /// and no host software (those name internal machines and accounts).
-pub fn hosts_for(is_admin: bool, hosts: Vec<HostView>) -> Vec<HostView> {
+pub fn hosts_for(is_admin: bool, hosts: &[HostView]) -> Vec<HostView> {
     if is_admin {
-        hosts
+        hosts.to_vec()
     } else {
-        hosts.into_iter().map(HostView::without_internals).collect()
+        hosts
+            .iter()
+            .cloned()
+            .map(HostView::without_internals)
+            .collect()
     }
 }

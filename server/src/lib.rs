@@ -11,6 +11,7 @@ pub mod experiments;
 pub mod guard;
 pub mod inventory;
 pub mod jobs;
+pub mod metrics;
 pub mod requests;
 pub mod scheduler;
 pub mod sign_in_limit;
@@ -157,7 +158,10 @@ impl Portal {
             .map(|h| {
                 let uri = config.libvirt_uri(h);
                 LibvirtHost::new(uri, config.libvirt_call_timeout)
-                    .map(|host| (h.name.clone(), host))
+                    .map(|host| {
+                        let host = host.observed(metrics::libvirt_observer(&h.name));
+                        (h.name.clone(), host)
+                    })
                     .with_context(|| format!("host {:?}", h.name))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

@@ -87,7 +87,12 @@ impl From<RequestError> for ApiError {
 
 /// The GPU models and images a request can name now.
 pub async fn choices(store: &Store) -> Result<Choices, StoreError> {
-    let mut models: Vec<String> = store.gpus().await?.into_iter().map(|g| g.model).collect();
+    let mut models: Vec<String> = store
+        .gpus()
+        .await?
+        .iter()
+        .map(|g| g.model.clone())
+        .collect();
     models.sort();
     models.dedup();
     let all = store.images().await?;

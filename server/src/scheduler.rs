@@ -152,6 +152,18 @@ pub async fn place_with(
     choice: &Choice,
     max_gpus: Option<i64>,
 ) -> Result<Placement, PlaceError> {
+    let began = std::time::Instant::now();
+    let placement = claim_or_wait(store, request_id, choice, max_gpus).await;
+    crate::metrics::placed_in(began.elapsed());
+    placement
+}
+
+async fn claim_or_wait(
+    store: &Store,
+    request_id: i64,
+    choice: &Choice,
+    max_gpus: Option<i64>,
+) -> Result<Placement, PlaceError> {
     let Some(needs) = store.request_needs(request_id).await? else {
         return Err(PlaceError::NotPlaceable(request_id));
     };
@@ -169,8 +181,8 @@ pub async fn place_with(
     let drivers: BTreeMap<String, Option<String>> = store
         .hosts()
         .await?
-        .into_iter()
-        .map(|h| (h.name, h.driver))
+        .iter()
+        .map(|h| (h.name.clone(), h.driver.clone()))
         .collect();
     let usable = |gpu: &FreeGpu| {
         needs

@@ -22,6 +22,9 @@ use passage_app::service::{BoxFuture, Portal, PortalService, Refusal, RequestFai
 use passage_app::vms::{AuditEntry, AuditFilter, VmView};
 use passage_app::{App, shell};
 use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -63,6 +66,7 @@ fn bounded_routes() -> Router<AppState> {
         .merge(crate::accounts::routes())
         .merge(crate::jobs::api::routes())
         .merge(crate::jobs::agent_api::routes())
+        .merge(crate::metrics::routes())
         .route("/login", post(login_form))
         .route("/logout", post(logout_form))
 }
@@ -117,8 +121,27 @@ pub fn router(state: AppState, http: &HttpSettings, over_tls: bool) -> Router {
             ConcurrencyLimit::new(http.max_concurrent_requests),
             guard::limit_concurrency,
         ))
-        .layer(TraceLayer::new_for_http());
+        .layer(axum::middleware::from_fn(crate::metrics::count_requests))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
     guard::with_security_headers(router, over_tls).with_state(state)
+}
+
+/// The span every request's log lines carry: its id (`X-Request-Id`, made here unless a proxy
+/// in front sent one, and returned in the response), the method and the route's pattern (not
+/// the path, which can hold a secret such as a cloud-init key).
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-");
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("-", axum::extract::MatchedPath::as_str);
+    tracing::info_span!("request", id, method = %request.method(), route)
 }
 
 /// What the pages' server functions reach: the same state, rules and checks as the API.

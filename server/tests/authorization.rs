@@ -138,6 +138,7 @@ fn matrix() -> Vec<Row> {
     vec![
         // The portal and accounts.
         row("GET /healthz", "/healthz", N, everyone("200")),
+        row("GET /metrics", "/metrics", N, admins("200")),
         row(
             "GET /api/v1/openapi.json",
             "/api/v1/openapi.json",

@@ -139,3 +139,88 @@ async fn inventories_are_recorded_listed_and_aged() {
     })
     .await;
 }
+
+/// Two servers on one database: what one changes, the other sees on its next request, although
+/// each answers the GPU list and who a token is from memory while nothing changed.
+#[tokio::test]
+async fn another_servers_changes_are_seen_at_once() {
+    common::on_every_backend(|url| async move {
+        let here = Store::open(&url).await.unwrap();
+        let there = Store::open(&url).await.unwrap();
+
+        let ada = here.create_user("ada", "x", true).await.unwrap();
+        let token = here
+            .create_token(ada.id, "script", "token-hash", None)
+            .await
+            .unwrap();
+        here.create_session(
+            "session-hash",
+            ada.id,
+            passage_server::store::now_ms() + 60_000,
+        )
+        .await
+        .unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                here.token_user("token-hash").await.unwrap().unwrap().id,
+                ada.id
+            );
+            assert_eq!(
+                here.session_user("session-hash").await.unwrap().unwrap().id,
+                ada.id
+            );
+        }
+        assert!(here.token_user("no-such-hash").await.unwrap().is_none());
+
+        // Revoked there: refused here on the very next lookup.
+        assert!(there.revoke_token(ada.id, token.id).await.unwrap());
+        assert!(here.token_user("token-hash").await.unwrap().is_none());
+        // Demoted there: the session here carries the new role at once.
+        there.create_user("grace", "x", true).await.unwrap();
+        assert_eq!(
+            there.set_admin("ada", false).await.unwrap(),
+            passage_server::store::AccountChange::Done
+        );
+        assert!(
+            !here
+                .session_user("session-hash")
+                .await
+                .unwrap()
+                .unwrap()
+                .is_admin
+        );
+        there.delete_session("session-hash").await.unwrap();
+        assert!(here.session_user("session-hash").await.unwrap().is_none());
+
+        // The inventory: recorded there, listed here; each change there shows here.
+        there
+            .sync_hosts(&[("a".into(), "simulated".into())])
+            .await
+            .unwrap();
+        assert!(here.gpus().await.unwrap().is_empty());
+        let (inventory, gpus) = common::simulated_inventory().await;
+        there
+            .record_inventory("a", &inventory, &gpus, &[])
+            .await
+            .unwrap();
+        assert_eq!(here.gpus().await.unwrap().len(), 8);
+        assert_eq!(here.hosts().await.unwrap()[0].gpu_count, 8);
+        if here.backend() == Backend::Sqlite {
+            // Nothing changed: the same list, not a new read.
+            let listed = here.gpus().await.unwrap();
+            assert!(std::sync::Arc::ptr_eq(&listed, &here.gpus().await.unwrap()));
+        }
+        there.record_failure("a", "gone").await.unwrap();
+        assert!(
+            here.gpus()
+                .await
+                .unwrap()
+                .iter()
+                .all(|g| g.state == GpuState::HostUnreachable)
+        );
+        assert_eq!(here.hosts().await.unwrap()[0].state, HostState::Unreachable);
+        here.close().await;
+        there.close().await;
+    })
+    .await;
+}

@@ -50,12 +50,39 @@ pub struct Volume {
 }
 
 /// A hypervisor host reached through one libvirt URI.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LibvirtHost {
     uri: String,
     call_timeout: Duration,
     connection: Arc<Mutex<Option<Connection>>>,
+    observer: Option<CallObserver>,
 }
+
+impl std::fmt::Debug for LibvirtHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibvirtHost")
+            .field("uri", &self.uri)
+            .field("call_timeout", &self.call_timeout)
+            .field("observed", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// One finished operation on a host, for whoever keeps figures (see [`LibvirtHost::observed`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CallReport<'a> {
+    /// The host's URI.
+    pub uri: &'a str,
+    /// The operation: the method of [`LibvirtHost`] that was called, e.g. `define_and_start`.
+    pub operation: &'static str,
+    /// From asking to the answer (or the timeout), connecting included.
+    pub elapsed: Duration,
+    /// Whether it ended in an error.
+    pub failed: bool,
+}
+
+/// Told of every operation a host finishes.
+pub type CallObserver = Arc<dyn Fn(&CallReport<'_>) + Send + Sync>;
 
 /// An open connection. libvirt's `Connect` does not close itself when dropped.
 #[derive(Debug)]
@@ -79,7 +106,14 @@ impl LibvirtHost {
             uri,
             call_timeout,
             connection: Arc::new(Mutex::new(None)),
+            observer: None,
         })
+    }
+
+    /// The same host, telling `observer` of every operation it finishes.
+    pub fn observed(mut self, observer: CallObserver) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The URI this host was configured with.
@@ -89,7 +123,7 @@ impl LibvirtHost {
 
     /// Reads the host's identity and all of its PCI functions.
     pub async fn inventory(&self) -> Result<HostInventory, HypervisorError> {
-        self.with_connection(|uri, conn| {
+        self.with_connection("inventory", |uri, conn| {
             let hostname = conn
                 .get_hostname()
                 .map_err(|e| call_error(uri, "virConnectGetHostname", e))?;
@@ -141,7 +175,7 @@ impl LibvirtHost {
             return Ok(None);
         }
         let (pool, name) = (pool.to_string(), name.to_string());
-        self.with_connection(move |uri, conn| {
+        self.with_connection("volume", move |uri, conn| {
             let missing = |e: &VirtError| {
                 matches!(
                     e.code(),
@@ -182,7 +216,29 @@ impl LibvirtHost {
     }
 
     /// Runs `call` on the blocking pool with an open connection, opening one first when needed.
-    pub(crate) async fn with_connection<T, F>(&self, call: F) -> Result<T, HypervisorError>
+    pub(crate) async fn with_connection<T, F>(
+        &self,
+        operation: &'static str,
+        call: F,
+    ) -> Result<T, HypervisorError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&str, &Connect) -> Result<T, HypervisorError> + Send + 'static,
+    {
+        let began = std::time::Instant::now();
+        let result = self.call(call).await;
+        if let Some(observer) = &self.observer {
+            observer(&CallReport {
+                uri: &self.uri,
+                operation,
+                elapsed: began.elapsed(),
+                failed: result.is_err(),
+            });
+        }
+        result
+    }
+
+    async fn call<T, F>(&self, call: F) -> Result<T, HypervisorError>
     where
         T: Send + 'static,
         F: FnOnce(&str, &Connect) -> Result<T, HypervisorError> + Send + 'static,

@@ -17,7 +17,7 @@ pub use error::HypervisorError;
 pub use gpu::{
     Assignability, Gpu, GpuVendors, IommuGroup, IommuMember, NVIDIA_VENDOR_ID, classify, is_gpu,
 };
-pub use host::{HostInventory, LibvirtHost, Volume};
+pub use host::{CallObserver, CallReport, HostInventory, LibvirtHost, Volume};
 pub use pci::{PciAddress, PciDevice, PcieLink};
 pub use readiness::{PassthroughSupport, host_passthrough_problem};
 pub use vm::{HostFacts, Hotplug};

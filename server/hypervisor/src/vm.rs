@@ -115,7 +115,7 @@ fn pool(uri: &str, conn: &Connect, name: &str) -> Result<StoragePool, Hypervisor
 impl LibvirtHost {
     /// The host's driver, KVM support and NUMA layout.
     pub async fn facts(&self) -> Result<HostFacts, HypervisorError> {
-        self.with_connection(|uri, conn| {
+        self.with_connection("facts", |uri, conn| {
             let driver = conn
                 .get_type()
                 .map_err(|e| call_error(uri, "virConnectGetType", e))?;
@@ -142,7 +142,7 @@ impl LibvirtHost {
     ) -> Result<Volume, HypervisorError> {
         let xml = cow_volume_xml(name, capacity_bytes, backing_path);
         let pool_name = pool_name.to_string();
-        self.with_connection(move |uri, conn| {
+        self.with_connection("create_cow_volume", move |uri, conn| {
             let pool = pool(uri, conn, &pool_name)?;
             let volume = StorageVol::create_xml(&pool, &xml, 0)
                 .map_err(|e| call_error(uri, "virStorageVolCreateXML", e))?;
@@ -164,7 +164,7 @@ impl LibvirtHost {
         name: &str,
     ) -> Result<bool, HypervisorError> {
         let (pool_name, name) = (pool_name.to_string(), name.to_string());
-        self.with_connection(move |uri, conn| {
+        self.with_connection("delete_volume", move |uri, conn| {
             let pool = match StoragePool::lookup_by_name(conn, &pool_name) {
                 Ok(pool) => pool,
                 Err(e) if is_missing(&e) => return Ok(false),
@@ -187,7 +187,7 @@ impl LibvirtHost {
     /// again, so that a failure leaves no domain behind.
     pub async fn define_and_start(&self, xml: &str) -> Result<DomainStatus, HypervisorError> {
         let xml = xml.to_string();
-        self.with_connection(move |uri, conn| {
+        self.with_connection("define_and_start", move |uri, conn| {
             let domain = Domain::define_xml(conn, &xml)
                 .map_err(|e| call_error(uri, "virDomainDefineXML", e))?;
             if let Err(e) = domain.create() {
@@ -205,7 +205,7 @@ impl LibvirtHost {
     /// The domain `name` as it is now, or `None` when it is not defined.
     pub async fn domain(&self, name: &str) -> Result<Option<DomainStatus>, HypervisorError> {
         let name = name.to_string();
-        self.with_connection(move |uri, conn| match lookup(uri, conn, &name)? {
+        self.with_connection("domain", move |uri, conn| match lookup(uri, conn, &name)? {
             Some(domain) => status_of(uri, &domain).map(Some),
             None => Ok(None),
         })
@@ -214,7 +214,7 @@ impl LibvirtHost {
 
     /// The XML of domain `name` as libvirt has it now.
     pub async fn domain_xml(&self, name: &str) -> Result<String, HypervisorError> {
-        self.on_domain(name, |uri, _, domain| {
+        self.on_domain("domain_xml", name, |uri, _, domain| {
             domain
                 .get_xml_desc(0)
                 .map_err(|e| call_error(uri, "virDomainGetXMLDesc", e))
@@ -224,7 +224,7 @@ impl LibvirtHost {
 
     /// Every domain Passage defined on this host (by name), running or not.
     pub async fn passage_domains(&self) -> Result<Vec<DomainStatus>, HypervisorError> {
-        self.with_connection(|uri, conn| {
+        self.with_connection("passage_domains", |uri, conn| {
             let domains = conn
                 .list_all_domains(0)
                 .map_err(|e| call_error(uri, "virConnectListAllDomains", e))?;
@@ -244,7 +244,7 @@ impl LibvirtHost {
 
     /// Starts a defined domain that is off.
     pub async fn start(&self, name: &str) -> Result<(), HypervisorError> {
-        self.on_domain(name, |uri, _, domain| {
+        self.on_domain("start", name, |uri, _, domain| {
             if state_of(uri, domain)? == DomainState::Off {
                 domain
                     .create()
@@ -257,7 +257,7 @@ impl LibvirtHost {
 
     /// Reboots a running domain.
     pub async fn reboot(&self, name: &str) -> Result<(), HypervisorError> {
-        self.on_domain(name, |uri, _, domain| {
+        self.on_domain("reboot", name, |uri, _, domain| {
             domain
                 .reboot(0)
                 .map_err(|e| call_error(uri, "virDomainReboot", e))
@@ -269,7 +269,7 @@ impl LibvirtHost {
     /// then is powered off. Returns true when the guest shut down by itself.
     pub async fn shut_down(&self, name: &str, grace: Duration) -> Result<bool, HypervisorError> {
         let asked = self
-            .on_domain(name, |uri, _, domain| {
+            .on_domain("shut_down", name, |uri, _, domain| {
                 if state_of(uri, domain)? == DomainState::Off {
                     return Ok(false);
                 }
@@ -297,7 +297,7 @@ impl LibvirtHost {
 
     /// Powers a domain off at once (`virDomainDestroy`); nothing happens when it is off.
     pub async fn power_off(&self, name: &str) -> Result<(), HypervisorError> {
-        self.on_domain(name, |uri, _, domain| {
+        self.on_domain("power_off", name, |uri, _, domain| {
             if state_of(uri, domain)? != DomainState::Off {
                 domain
                     .destroy()
@@ -323,7 +323,7 @@ impl LibvirtHost {
     ) -> Result<bool, HypervisorError> {
         let name = name.to_string();
         let uuid = uuid.map(str::to_string);
-        self.with_connection(move |uri, conn| {
+        self.with_connection("remove_domain_if", move |uri, conn| {
             let Some(domain) = lookup(uri, conn, &name)? else {
                 return Ok(false);
             };
@@ -381,7 +381,7 @@ impl LibvirtHost {
         attach: bool,
     ) -> Result<Hotplug, HypervisorError> {
         let xml = hostdev_xml(&address);
-        self.on_domain(name, move |uri, conn, domain| {
+        self.on_domain("change_hostdev", name, move |uri, conn, domain| {
             let flags = affect_flags(uri, domain)?;
             let (call, result) = if attach {
                 (
@@ -411,7 +411,7 @@ impl LibvirtHost {
     /// the descriptor travels over libvirt's UNIX socket).
     #[allow(unsafe_code)]
     pub async fn open_vnc(&self, name: &str) -> Result<OwnedFd, HypervisorError> {
-        self.on_domain(name, |uri, _, domain| {
+        self.on_domain("open_vnc", name, |uri, _, domain| {
             let fd = domain
                 .open_graphics_fd(0, sys::VIR_DOMAIN_OPEN_GRAPHICS_SKIPAUTH)
                 .map_err(|e| call_error(uri, "virDomainOpenGraphicsFD", e))?;
@@ -421,18 +421,25 @@ impl LibvirtHost {
         .await
     }
 
-    async fn on_domain<T, F>(&self, name: &str, call: F) -> Result<T, HypervisorError>
+    async fn on_domain<T, F>(
+        &self,
+        operation: &'static str,
+        name: &str,
+        call: F,
+    ) -> Result<T, HypervisorError>
     where
         T: Send + 'static,
         F: FnOnce(&str, &Connect, &Domain) -> Result<T, HypervisorError> + Send + 'static,
     {
         let name = name.to_string();
-        self.with_connection(move |uri, conn| match lookup(uri, conn, &name)? {
-            Some(domain) => call(uri, conn, &domain),
-            None => Err(HypervisorError::NoDomain {
-                uri: uri.to_string(),
-                name,
-            }),
+        self.with_connection(operation, move |uri, conn| {
+            match lookup(uri, conn, &name)? {
+                Some(domain) => call(uri, conn, &domain),
+                None => Err(HypervisorError::NoDomain {
+                    uri: uri.to_string(),
+                    name,
+                }),
+            }
         })
         .await
     }

@@ -385,8 +385,8 @@ async fn plan_variant(
             .store
             .hosts()
             .await?
-            .into_iter()
-            .map(|h| (h.name, h.driver))
+            .iter()
+            .map(|h| (h.name.clone(), h.driver.clone()))
             .collect();
         let offered: BTreeSet<&str> = state
             .store

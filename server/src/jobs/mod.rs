@@ -182,7 +182,7 @@ impl JobService {
     }
 
     /// Agents not seen since this moment (Unix ms) are offline.
-    fn online_after(&self) -> i64 {
+    pub fn online_after(&self) -> i64 {
         now_ms() - (self.agents.offline_after_secs as i64) * 1000
     }
 

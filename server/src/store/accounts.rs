@@ -8,7 +8,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{Backend, Store, StoreError, flag, now_ms};
+use super::{Backend, Store, StoreError, cache, flag, now_ms};
 
 /// An account that can sign in: not disabled, not deleted (`u` is the users table).
 const ACTIVE: &str = "u.disabled_at IS NULL AND u.deleted_at IS NULL";
@@ -452,16 +452,39 @@ impl Store {
 
     /// The user of an unexpired session, while the account is active.
     pub async fn session_user(&self, token_hash: &str) -> Result<Option<UserRecord>, StoreError> {
+        let versions = self.versions().await?;
+        let now = now_ms();
+        if let Some(known) = versions.and_then(|v| {
+            self.memory
+                .credentials
+                .get(v.accounts, token_hash, now)
+                .filter(|c| c.token_id.is_none())
+        }) {
+            return Ok(Some(known.user));
+        }
         let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS}
+            "SELECT {USER_COLUMNS}, s.expires_at AS session_expires_at
              FROM sessions s JOIN users u ON u.id = s.user_id
              WHERE s.token_hash = $1 AND s.expires_at > $2 AND {ACTIVE}"
         ))
         .bind(token_hash)
-        .bind(now_ms())
+        .bind(now)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(user).transpose()
+        let Some(row) = row else { return Ok(None) };
+        let found = user(&row)?;
+        if let Some(v) = versions {
+            let credential = cache::Credential {
+                user: found.clone(),
+                token_id: None,
+                expires_at: Some(row.try_get("session_expires_at")?),
+                last_used_at: None,
+            };
+            self.memory
+                .credentials
+                .put(v.accounts, token_hash, credential);
+        }
+        Ok(Some(found))
     }
 
     /// Ends a session.
@@ -499,34 +522,61 @@ impl Store {
 
     /// The user of a live token (not revoked, not expired) of an active account, noting its use.
     pub async fn token_user(&self, token_hash: &str) -> Result<Option<UserRecord>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS}, t.id AS token_id, t.last_used_at AS token_last_used_at
-             FROM api_tokens t JOIN users u ON u.id = t.user_id
-             WHERE t.token_hash = $1 AND t.revoked_at IS NULL
-                 AND (t.expires_at IS NULL OR t.expires_at > $2) AND {ACTIVE}"
-        ))
-        .bind(token_hash)
-        .bind(now_ms())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
+        let versions = self.versions().await?;
+        let now = now_ms();
+        let known = versions.and_then(|v| {
+            self.memory
+                .credentials
+                .get(v.accounts, token_hash, now)
+                .filter(|c| c.token_id.is_some())
+        });
+        let credential = match known {
+            Some(credential) => credential,
+            None => {
+                let row = sqlx::query(&format!(
+                    "SELECT {USER_COLUMNS}, t.id AS token_id, t.last_used_at AS token_last_used_at,
+                         t.expires_at AS token_expires_at
+                     FROM api_tokens t JOIN users u ON u.id = t.user_id
+                     WHERE t.token_hash = $1 AND t.revoked_at IS NULL
+                         AND (t.expires_at IS NULL OR t.expires_at > $2) AND {ACTIVE}"
+                ))
+                .bind(token_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let credential = cache::Credential {
+                    user: user(&row)?,
+                    token_id: Some(row.try_get("token_id")?),
+                    expires_at: row.try_get("token_expires_at")?,
+                    last_used_at: row.try_get("token_last_used_at")?,
+                };
+                if let Some(v) = versions {
+                    self.memory
+                        .credentials
+                        .put(v.accounts, token_hash, credential.clone());
+                }
+                credential
+            }
+        };
         // A token's last use is kept to the minute: a read stays a read (no write, no lock on
         // the database) for every request but the first of each minute.
-        let now = now_ms();
-        let last_used: Option<i64> = row.try_get("token_last_used_at")?;
-        if last_used.is_none_or(|at| now - at >= TOKEN_USE_RESOLUTION_MS) {
-            let token_id: i64 = row.try_get("token_id")?;
+        if credential
+            .last_used_at
+            .is_none_or(|at| now - at >= TOKEN_USE_RESOLUTION_MS)
+        {
             sqlx::query(
                 "UPDATE api_tokens SET last_used_at = $1
                  WHERE id = $2 AND (last_used_at IS NULL OR last_used_at <= $3)",
             )
             .bind(now)
-            .bind(token_id)
+            .bind(credential.token_id)
             .bind(now - TOKEN_USE_RESOLUTION_MS)
             .execute(&self.pool)
             .await?;
+            self.memory.credentials.used(token_hash, now);
         }
-        user(&row).map(Some)
+        Ok(Some(credential.user))
     }
 
     /// A user's tokens, newest first.

@@ -3,10 +3,12 @@
 //! The same queries run on SQLite (the default, a local file) and PostgreSQL (for several server
 //! replicas) through sqlx's `Any` driver: placeholders are `$n`, upserts are `ON CONFLICT`, times
 //! are Unix milliseconds. Only the migrations differ per dialect (`migrations/sqlite`,
-//! `migrations/postgres`), in column types.
+//! `migrations/postgres`): in column types, and SQLite's triggers that count changes, so that a
+//! server answers the inventory and who a token is from memory until something changed ([`cache`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use passage_app::inventory::{
@@ -19,12 +21,14 @@ use sqlx::{AnyPool, Row};
 use thiserror::Error;
 
 mod accounts;
+mod cache;
 mod claims;
 mod domains;
 mod experiments;
 mod jobs;
 mod leases;
 mod plugins;
+mod tallies;
 mod vms;
 
 pub use accounts::{AccountChange, AccountRecord, ApiTokenRecord, UserRecord, is_unique_violation};
@@ -39,6 +43,7 @@ pub use jobs::{
     device_list, param_texts,
 };
 pub use plugins::{NewPlugin, PluginRecord, Registered, param_view};
+pub use tallies::Tallies;
 pub use vms::{AuditRecord, ProvisionPlan, QuotaOverride, VmParts, VmRecord};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -93,6 +98,17 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    memory: Arc<Memory>,
+}
+
+/// What a server keeps in memory between requests (see [`cache`]); on SQLite only, where triggers
+/// keep the change counters. PostgreSQL, with several servers writing at once, is always asked.
+#[derive(Debug, Default)]
+struct Memory {
+    counters: cache::CounterReads,
+    hosts: cache::Snapshot<Vec<HostView>>,
+    gpus: cache::Snapshot<Vec<GpuView>>,
+    credentials: cache::Credentials,
 }
 
 /// Takes the user's row for the rest of the transaction (PostgreSQL locks it; SQLite takes its
@@ -140,7 +156,11 @@ impl Store {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            memory: Arc::default(),
+        })
     }
 
     /// The dialect in use.
@@ -316,8 +336,65 @@ impl Store {
         Ok(())
     }
 
+    /// The change counters, read after this call began; `None` on PostgreSQL, which keeps none.
+    async fn versions(&self) -> Result<Option<cache::Versions>, StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Ok(None);
+        }
+        let versions = self
+            .memory
+            .counters
+            .fresh(|| async {
+                let rows = sqlx::query("SELECT name, version FROM change_counters")
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut versions = cache::Versions {
+                    inventory: 0,
+                    accounts: 0,
+                };
+                for row in &rows {
+                    let version: i64 = row.try_get("version")?;
+                    match row.try_get::<String, _>("name")?.as_str() {
+                        "inventory" => versions.inventory = version,
+                        "accounts" => versions.accounts = version,
+                        _ => {}
+                    }
+                }
+                Ok(versions)
+            })
+            .await?;
+        Ok(Some(versions))
+    }
+
     /// Every configured host, by name.
-    pub async fn hosts(&self) -> Result<Vec<HostView>, StoreError> {
+    pub async fn hosts(&self) -> Result<Arc<Vec<HostView>>, StoreError> {
+        let Some(versions) = self.versions().await? else {
+            return Ok(Arc::new(self.read_hosts().await?));
+        };
+        match self.memory.hosts.get(versions.inventory) {
+            Some(hosts) => Ok(hosts),
+            None => Ok(self
+                .memory
+                .hosts
+                .put(versions.inventory, self.read_hosts().await?)),
+        }
+    }
+
+    /// Every GPU on a configured host, by host and PCI address, with its IOMMU group.
+    pub async fn gpus(&self) -> Result<Arc<Vec<GpuView>>, StoreError> {
+        let Some(versions) = self.versions().await? else {
+            return Ok(Arc::new(self.read_gpus().await?));
+        };
+        match self.memory.gpus.get(versions.inventory) {
+            Some(gpus) => Ok(gpus),
+            None => Ok(self
+                .memory
+                .gpus
+                .put(versions.inventory, self.read_gpus().await?)),
+        }
+    }
+
+    async fn read_hosts(&self) -> Result<Vec<HostView>, StoreError> {
         let rows = sqlx::query(
             "SELECT h.name, h.uri, h.state, h.hostname, h.driver, h.libvirt_version,
                  h.last_refresh_at, h.last_attempt_at, h.last_error, h.passthrough_problem,
@@ -330,8 +407,7 @@ impl Store {
         rows.iter().map(host_view).collect()
     }
 
-    /// Every GPU on a configured host, by host and PCI address, with its IOMMU group.
-    pub async fn gpus(&self) -> Result<Vec<GpuView>, StoreError> {
+    async fn read_gpus(&self) -> Result<Vec<GpuView>, StoreError> {
         let rows = sqlx::query(
             "SELECT g.id, g.host, g.address, g.node_device, g.vendor_id, g.vendor_name,
                  g.product_id, g.product_name, g.model, g.class_code, g.numa_node,

@@ -315,9 +315,9 @@ impl VmService {
             .store()
             .gpus()
             .await?
-            .into_iter()
+            .iter()
             .find(|g| g.host == record.host && g.address == address)
-            .map(|g| g.model)
+            .map(|g| g.model.clone())
             .ok_or_else(|| VmError::Invalid(format!("no GPU {address} on host {}", record.host)))?;
         let gpu: FreeGpu = self
             .store()

@@ -30,6 +30,7 @@ pub fn config(dir: &Path, hosts: &[(&str, &str)]) -> Config {
         data_dir: dir.to_path_buf(),
         site_dir: dir.join("site"),
         log: "warn".into(),
+        log_format: passage_server::config::LogFormat::Text,
         inventory_refresh: Duration::from_secs(3600),
         libvirt_call_timeout: Duration::from_secs(10),
         gpu_vendors: Default::default(),
