@@ -363,30 +363,63 @@ struct GpuFilter {
     host: Option<String>,
     /// Only GPUs of this model, e.g. `H100 PCIe`.
     model: Option<String>,
-    /// Only GPUs in this state: `available`, `unassignable`, `host-unreachable`, `missing`.
+    /// Only GPUs in this state: `available`, `claimed`, `unassignable`, `host-unreachable`,
+    /// `missing`.
     state: Option<String>,
+    /// GPUs per page: 1 to 1000 (default 500).
+    limit: Option<u32>,
+    /// Where the page starts: the `cursor` of the previous page's `Link: <...>; rel="next"`.
+    cursor: Option<String>,
 }
 
 /// Every GPU on the configured hosts with its IOMMU group, NUMA node, link and state.
 #[utoipa::path(get, path = "/api/v1/gpus", tag = "inventory", params(GpuFilter),
-    responses((status = 200, body = [GpuView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = [GpuView], headers(("link" = String, description = "the next page: `<...?cursor=...>; rel=\"next\"`, when there is one"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn list_gpus(
     State(state): State<AppState>,
     _: CurrentUser,
+    uri: axum::http::Uri,
     filter: Result<Query<GpuFilter>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(filter) = filter.map_err(|e| ApiError {
         status: StatusCode::BAD_REQUEST,
-        message: format!("{}; the filters are host, model and state", e.body_text()),
+        message: format!(
+            "{}; the filters are host, model and state, and paging takes limit and cursor",
+            e.body_text()
+        ),
     })?;
+    let page = crate::paging::Page {
+        limit: filter.limit,
+        cursor: None,
+    };
+    let limit = page.limit()? as usize;
+    // GPUs are listed by host, then PCI address; a cursor is the last one shown, `host/address`.
+    let after = match filter.cursor.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            text.rsplit_once('/')
+                .ok_or_else(|| crate::paging::bad_cursor(text))?,
+        ),
+    };
     let gpus = state.store.gpus().await?;
-    let chosen: Vec<&GpuView> = gpus
+    let mut chosen = gpus
         .iter()
+        .filter(|g| {
+            after.is_none_or(|(host, address)| {
+                (g.host.as_str(), g.address.as_str()) > (host, address)
+            })
+        })
         .filter(|g| filter.host.as_ref().is_none_or(|h| &g.host == h))
         .filter(|g| filter.model.as_ref().is_none_or(|m| &g.model == m))
         .filter(|g| filter.state.as_ref().is_none_or(|s| g.state.as_str() == s))
-        .collect();
-    Ok(Json(chosen).into_response())
+        .take(limit + 1)
+        .collect::<Vec<&GpuView>>();
+    let next = (chosen.len() > limit).then(|| {
+        chosen.truncate(limit);
+        chosen.last().map(|g| format!("{}/{}", g.host, g.address))
+    });
+    Ok(crate::paging::answer(&uri, &chosen, next.flatten()))
 }
 
 /// Asks every host for a fresh inventory now (admins).

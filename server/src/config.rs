@@ -864,6 +864,9 @@ const KNOWN_VARIABLES: &[&str] = &[
     "PASSAGE_INVENTORY_GPU_VENDORS",
     "PASSAGE_PLUGIN_DIR",
     "PASSAGE_AGENT_BINARY",
+    // passagectl's, often set in the same shell.
+    "PASSAGE_URL",
+    "PASSAGE_TOKEN",
 ];
 
 /// PCI vendor ids as admins write them: `0x10de` (hexadecimal, as `lspci -n` prints them, with or

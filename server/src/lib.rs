@@ -12,6 +12,7 @@ pub mod guard;
 pub mod inventory;
 pub mod jobs;
 pub mod metrics;
+pub mod paging;
 pub mod requests;
 pub mod scheduler;
 pub mod sign_in_limit;

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -18,6 +19,7 @@ use crate::AppState;
 use crate::api::ApiError;
 use crate::auth::{Admin, CurrentUser, User};
 use crate::config::{AutoApprove, Quotas};
+use crate::paging::Page;
 use crate::scheduler::{self, Choice, PlaceError};
 use crate::store::{AuditRecord, Store, StoreError};
 
@@ -327,14 +329,18 @@ pub(crate) async fn create(
 }
 
 /// Your requests; admins see everyone's.
-#[utoipa::path(get, path = "/api/v1/requests", tag = "requests",
-    responses((status = 200, body = [RequestView]), (status = 401)))]
+#[utoipa::path(get, path = "/api/v1/requests", tag = "requests", params(Page),
+    responses((status = 200, body = [RequestView], headers(("link" = String, description = "the next page: `<...?cursor=...>; rel=\"next\"`, when there is one"))), (status = 400), (status = 401)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<Json<Vec<RequestView>>, ApiError> {
+    uri: Uri,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let page = crate::paging::query(page)?;
     let scope = if user.is_admin { None } else { Some(user.id) };
-    Ok(Json(state.store.requests(scope).await?))
+    let requests = state.store.requests(scope, page.window()?).await?;
+    crate::paging::by_id(&uri, &page, requests, |r| r.id)
 }
 
 async fn visible(

@@ -33,6 +33,7 @@ use crate::accounts::AccountAction;
 use crate::auth::{self, AuthError};
 use crate::config::{Config, HttpSettings};
 use crate::guard::{self, ConcurrencyLimit};
+use crate::store::Window;
 
 /// The name of the browser bundle: `pkg/passage.js` and `pkg/passage_bg.wasm`.
 const OUTPUT_NAME: &str = "passage";
@@ -128,6 +129,12 @@ pub fn router(state: AppState, http: &HttpSettings, over_tls: bool) -> Router {
     guard::with_security_headers(router, over_tls).with_state(state)
 }
 
+/// The newest entries the job and audit pages show.
+const PAGE_WINDOW: Window = Window {
+    before: None,
+    limit: Some(500),
+};
+
 /// The span every request's log lines carry: its id (`X-Request-Id`, made here unless a proxy
 /// in front sent one, and returned in the response), the method and the route's pattern (not
 /// the path, which can hold a secret such as a cloud-init key).
@@ -192,7 +199,11 @@ impl PortalService for UiService {
             } else {
                 Some(viewer.id)
             };
-            self.state.store.requests(scope).await.map_err(refusal)
+            self.state
+                .store
+                .requests(scope, Window::ALL)
+                .await
+                .map_err(refusal)
         })
     }
 
@@ -233,7 +244,13 @@ impl PortalService for UiService {
     }
 
     fn vms(&self, viewer: Viewer) -> BoxFuture<'_, Result<Vec<VmView>, Refusal>> {
-        Box::pin(async move { self.state.vms.list(&user_of(viewer)).await.map_err(refusal) })
+        Box::pin(async move {
+            self.state
+                .vms
+                .list(&user_of(viewer), Window::ALL)
+                .await
+                .map_err(refusal)
+        })
     }
 
     fn vm(&self, viewer: Viewer, id: i64) -> BoxFuture<'_, Result<Option<VmView>, Refusal>> {
@@ -374,7 +391,7 @@ impl PortalService for UiService {
         Box::pin(async move {
             self.state
                 .store
-                .audit_entries(&filter, 500)
+                .audit_entries(&filter, PAGE_WINDOW)
                 .await
                 .map_err(refusal)
         })
@@ -461,7 +478,7 @@ impl PortalService for UiService {
         Box::pin(async move {
             self.state
                 .jobs
-                .jobs(&user_of(viewer), &filter)
+                .jobs(&user_of(viewer), &filter, PAGE_WINDOW)
                 .await
                 .map_err(refusal)
         })

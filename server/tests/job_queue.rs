@@ -9,7 +9,7 @@ mod common;
 use passage_app::plugins::{DeviceView, JobFilter, JobResult, MetricView};
 use passage_plugin_host::{ParamKind, ParamSpec, ParamValue};
 use passage_server::store::{
-    AgentReport, JobEnd, NewJob, NewPlugin, Queuing, Registered, Scope, Store, now_ms,
+    AgentReport, JobEnd, NewJob, NewPlugin, Queuing, Registered, Scope, Store, Window, now_ms,
 };
 
 struct Queue {
@@ -305,7 +305,14 @@ async fn jobs_of_silent_and_restarted_agents_fail() {
         );
         let jobs = q
             .store
-            .jobs(Scope::All, &JobFilter::default(), 10)
+            .jobs(
+                Scope::All,
+                &JobFilter::default(),
+                Window {
+                    before: None,
+                    limit: Some(10),
+                },
+            )
             .await
             .unwrap();
         let state = |id: i64| {
@@ -359,7 +366,14 @@ async fn the_native_limit_holds_for_submissions_that_arrive_at_once() {
         // A batch goes in whole or not at all.
         let first = q
             .store
-            .jobs(Scope::All, &JobFilter::default(), 100)
+            .jobs(
+                Scope::All,
+                &JobFilter::default(),
+                Window {
+                    before: None,
+                    limit: Some(100),
+                },
+            )
             .await
             .unwrap()
             .last()

@@ -627,7 +627,7 @@ async fn release_request(
     }
     let vm = state
         .store
-        .vms(Some(owner.id))
+        .vms(Some(owner.id), crate::store::Window::ALL)
         .await?
         .into_iter()
         .find(|v| v.request_id == request);

@@ -14,6 +14,7 @@ use super::JobError;
 use crate::AppState;
 use crate::api::ApiError;
 use crate::auth::{Admin, CurrentUser};
+use crate::paging::Page;
 
 /// The routes of this module but the uploads.
 pub fn routes() -> Router<AppState> {
@@ -385,13 +386,15 @@ pub(crate) async fn queue_suite(
 }
 
 /// The jobs you may see (yours, your VMs', the native hosts'; admins: all), newest first.
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobFilter),
-    responses((status = 200, body = [JobView]), (status = 400), (status = 401)))]
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(JobFilter, Page),
+    responses((status = 200, body = [JobView], headers(("link" = String, description = "the next page: `<...?cursor=...>; rel=\"next\"`, when there is one"))), (status = 400), (status = 401)))]
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     filter: Result<Query<JobFilter>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Vec<JobView>>, ApiError> {
+    uri: axum::http::Uri,
+    page: Result<Query<Page>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::response::Response, ApiError> {
     let Query(filter) = filter.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -401,7 +404,9 @@ pub(crate) async fn list_jobs(
             ),
         )
     })?;
-    Ok(Json(state.jobs.jobs(&user, &filter).await?))
+    let page = crate::paging::query(page)?;
+    let jobs = state.jobs.jobs(&user, &filter, page.window()?).await?;
+    crate::paging::by_id(&uri, &page, jobs, |j| j.id)
 }
 
 /// One job with its progress and, once ended, its result.

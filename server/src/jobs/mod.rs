@@ -22,7 +22,7 @@ use crate::auth::{User, new_secret, secret_hash};
 use crate::config::{AgentSettings, JobLimits, PluginSettings};
 use crate::store::{
     AgentRecord, AgentReport, AuditRecord, JobEnd, NewJob, PluginRecord, Queuing, Scope, Store,
-    StoreError, TakenJob, device_list, is_unique_violation, now_ms,
+    StoreError, TakenJob, Window, device_list, is_unique_violation, now_ms,
 };
 
 pub use registry::Registration;
@@ -466,9 +466,14 @@ impl JobService {
         Ok(batch)
     }
 
-    /// The jobs `user` may see, newest first.
-    pub async fn jobs(&self, user: &User, filter: &JobFilter) -> Result<Vec<JobView>, JobError> {
-        let mut jobs = self.store.jobs(scope(user), filter, 500).await?;
+    /// The jobs `user` may see in `window`, newest first.
+    pub async fn jobs(
+        &self,
+        user: &User,
+        filter: &JobFilter,
+        window: Window,
+    ) -> Result<Vec<JobView>, JobError> {
+        let mut jobs = self.store.jobs(scope(user), filter, window).await?;
         if !filter.results {
             for job in &mut jobs {
                 job.result = None;

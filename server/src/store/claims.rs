@@ -3,7 +3,7 @@
 use passage_app::requests::{RequestForm, RequestView};
 use sqlx::Row;
 
-use super::{Store, StoreError, now_ms};
+use super::{Store, StoreError, Window, now_ms};
 
 /// Who filed a request, what it asks for, and where it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -466,8 +466,12 @@ impl Store {
     }
 
     /// Requests, newest first: all of them, or one user's.
-    pub async fn requests(&self, user_id: Option<i64>) -> Result<Vec<RequestView>, StoreError> {
-        self.requests_matching(user_id, None).await
+    pub async fn requests(
+        &self,
+        user_id: Option<i64>,
+        window: Window,
+    ) -> Result<Vec<RequestView>, StoreError> {
+        self.requests_matching(user_id, None, window).await
     }
 
     /// One request, if it exists and (with `user_id`) belongs to that user.
@@ -477,7 +481,7 @@ impl Store {
         request_id: i64,
     ) -> Result<Option<RequestView>, StoreError> {
         Ok(self
-            .requests_matching(user_id, Some(request_id))
+            .requests_matching(user_id, Some(request_id), Window::ALL)
             .await?
             .pop())
     }
@@ -486,6 +490,7 @@ impl Store {
         &self,
         user_id: Option<i64>,
         request_id: Option<i64>,
+        window: Window,
     ) -> Result<Vec<RequestView>, StoreError> {
         let rows = sqlx::query(
             "SELECT r.id, u.name AS user_name, r.gpu_model, r.gpu_count, r.vcpus, r.memory_mib,
@@ -493,10 +498,13 @@ impl Store {
                  r.state_reason, r.host, r.numa_node
              FROM gpu_requests r JOIN users u ON u.id = r.user_id
              WHERE ($1 = 0 OR r.user_id = $1) AND ($2 = 0 OR r.id = $2)
-             ORDER BY r.id DESC",
+                 AND ($3 = 0 OR r.id < $3)
+             ORDER BY r.id DESC LIMIT $4",
         )
         .bind(user_id.unwrap_or(0))
         .bind(request_id.unwrap_or(0))
+        .bind(window.before_id())
+        .bind(window.max_rows())
         .fetch_all(&self.pool)
         .await?;
         let claims = self.claimed_gpus().await?;

@@ -12,7 +12,7 @@ use passage_app::plugins::{
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Store, StoreError, flag, now_ms, rfc3339};
+use super::{Store, StoreError, Window, flag, now_ms, rfc3339};
 
 /// An agent as the server's rules need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -817,7 +817,7 @@ impl Store {
         &self,
         scope: Scope,
         filter: &JobFilter,
-        limit: i64,
+        window: Window,
     ) -> Result<Vec<JobView>, StoreError> {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let rows = sqlx::query(&format!(
@@ -825,14 +825,16 @@ impl Store {
              WHERE ($1 = 0 OR j.requested_by = $1 OR v.user_id = $1 OR a.kind = 'host')
                AND ($2 = 0 OR j.agent_id = $2) AND ($3 = '' OR p.name = $3)
                AND ($4 = '' OR j.batch = $4) AND ($5 = '' OR j.state = $5)
-             ORDER BY j.id DESC LIMIT $6"
+               AND ($6 = 0 OR j.id < $6)
+             ORDER BY j.id DESC LIMIT $7"
         ))
         .bind(scope.user())
         .bind(filter.agent.unwrap_or(0))
         .bind(text(&filter.plugin))
         .bind(text(&filter.batch))
         .bind(text(&filter.state))
-        .bind(limit)
+        .bind(window.before_id())
+        .bind(window.max_rows())
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_view).collect()

@@ -84,6 +84,33 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
 }
 
+/// A slice of a list that is newest first by id: the ids below `before`, at most `limit` of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Only ids below this one (the last id of the previous page).
+    pub before: Option<i64>,
+    /// At most this many.
+    pub limit: Option<i64>,
+}
+
+impl Window {
+    /// The whole list.
+    pub const ALL: Window = Window {
+        before: None,
+        limit: None,
+    };
+
+    /// `before` as a query binds it: 0 for no bound.
+    fn before_id(&self) -> i64 {
+        self.before.unwrap_or(0)
+    }
+
+    /// `limit` as a query binds it.
+    fn max_rows(&self) -> i64 {
+        self.limit.unwrap_or(i64::MAX)
+    }
+}
+
 /// Which SQL dialect the database speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -441,12 +468,17 @@ impl Store {
                     same_device: flag(row, "same_device")?,
                 });
         }
-        rows.iter()
+        let mut gpus = rows
+            .iter()
             .map(|row| {
                 let id: i64 = row.try_get("id")?;
                 gpu_view(row, members.remove(&id).unwrap_or_default())
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // By host and address as Rust compares them (a database's collation may differ), so
+        // that a page cursor `host/address` finds its place.
+        gpus.sort_by(|a, b| (&a.host, &a.address).cmp(&(&b.host, &b.address)));
+        Ok(gpus)
     }
 }
 

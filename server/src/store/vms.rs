@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::claims::{ClaimOutcome, FreeGpu, Image};
-use super::{Store, StoreError, now_ms, rfc3339};
+use super::{Store, StoreError, Window, now_ms, rfc3339};
 
 /// Everything provisioning needs to know about a placed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,19 +306,27 @@ impl Store {
     }
 
     /// VMs as people see them: all, or one user's; newest first.
-    pub async fn vms(&self, user_id: Option<i64>) -> Result<Vec<VmView>, StoreError> {
-        self.vms_matching(user_id, None).await
+    pub async fn vms(
+        &self,
+        user_id: Option<i64>,
+        window: Window,
+    ) -> Result<Vec<VmView>, StoreError> {
+        self.vms_matching(user_id, None, window).await
     }
 
     /// One VM, if it exists and (with `user_id`) belongs to that user.
     pub async fn vm(&self, user_id: Option<i64>, id: i64) -> Result<Option<VmView>, StoreError> {
-        Ok(self.vms_matching(user_id, Some(id)).await?.pop())
+        Ok(self
+            .vms_matching(user_id, Some(id), Window::ALL)
+            .await?
+            .pop())
     }
 
     async fn vms_matching(
         &self,
         user_id: Option<i64>,
         id: Option<i64>,
+        window: Window,
     ) -> Result<Vec<VmView>, StoreError> {
         let rows = sqlx::query(
             "SELECT v.id, v.request_id, u.name AS owner, v.state, v.state_reason, v.host, v.domain,
@@ -327,10 +335,13 @@ impl Store {
              FROM vms v JOIN gpu_requests r ON r.id = v.request_id JOIN users u ON u.id = v.user_id
                  LEFT JOIN agents a ON a.vm_id = v.id
              WHERE ($1 = 0 OR v.user_id = $1) AND ($2 = 0 OR v.id = $2)
-             ORDER BY v.id DESC",
+                 AND ($3 = 0 OR v.id < $3)
+             ORDER BY v.id DESC LIMIT $4",
         )
         .bind(user_id.unwrap_or(0))
         .bind(id.unwrap_or(0))
+        .bind(window.before_id())
+        .bind(window.max_rows())
         .fetch_all(&self.pool)
         .await?;
         let claims = self.claimed_gpus().await?;
@@ -600,19 +611,20 @@ impl Store {
     pub async fn audit_entries(
         &self,
         filter: &AuditFilter,
-        limit: i64,
+        window: Window,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let rows = sqlx::query(
             "SELECT id, at, actor, action, subject, before, after, detail FROM audit_log
              WHERE ($1 = '' OR actor = $1) AND ($2 = '' OR action LIKE $2 || '%')
-               AND ($3 = '' OR subject = $3)
-             ORDER BY id DESC LIMIT $4",
+               AND ($3 = '' OR subject = $3) AND ($4 = 0 OR id < $4)
+             ORDER BY id DESC LIMIT $5",
         )
         .bind(text(&filter.actor))
         .bind(text(&filter.action))
         .bind(text(&filter.subject))
-        .bind(limit)
+        .bind(window.before_id())
+        .bind(window.max_rows())
         .fetch_all(&self.pool)
         .await?;
         rows.iter()

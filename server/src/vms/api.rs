@@ -1,8 +1,9 @@
 //! The VM API, the admin API for images, quotas and the audit log, the SSH key of the signed-in
 //! user, and the guest-facing cloud-init seed.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -19,6 +20,7 @@ use super::seed::{SeedContent, SeedKey};
 use crate::AppState;
 use crate::api::ApiError;
 use crate::auth::{Admin, CurrentUser};
+use crate::paging::Page;
 use crate::store::{AuditRecord, Image, QuotaOverride, UnknownDomain, is_unique_violation};
 
 /// The routes of this module.
@@ -66,13 +68,17 @@ impl From<VmError> for ApiError {
 }
 
 /// Your VMs; admins see everyone's.
-#[utoipa::path(get, path = "/api/v1/vms", tag = "vms",
-    responses((status = 200, body = [VmView]), (status = 401)))]
+#[utoipa::path(get, path = "/api/v1/vms", tag = "vms", params(Page),
+    responses((status = 200, body = [VmView], headers(("link" = String, description = "the next page: `<...?cursor=...>; rel=\"next\"`, when there is one"))), (status = 400), (status = 401)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<Json<Vec<VmView>>, ApiError> {
-    Ok(Json(state.vms.list(&user).await?))
+    uri: Uri,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let page = crate::paging::query(page)?;
+    let vms = state.vms.list(&user, page.window()?).await?;
+    crate::paging::by_id(&uri, &page, vms, |v| v.id)
 }
 
 /// One VM: state, host, GPUs (PCI addresses) and domain.
@@ -303,14 +309,18 @@ pub(crate) async fn decide_unknown_domain(
 }
 
 /// The audit log, newest first, filtered (admins).
-#[utoipa::path(get, path = "/api/v1/audit", tag = "admin", params(AuditFilter),
-    responses((status = 200, body = [AuditEntry]), (status = 403)))]
+#[utoipa::path(get, path = "/api/v1/audit", tag = "admin", params(AuditFilter, Page),
+    responses((status = 200, body = [AuditEntry], headers(("link" = String, description = "the next page: `<...?cursor=...>; rel=\"next\"`, when there is one"))), (status = 400), (status = 403)))]
 pub(crate) async fn audit(
     State(state): State<AppState>,
     Admin(_admin): Admin,
     Query(filter): Query<AuditFilter>,
-) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    Ok(Json(state.store.audit_entries(&filter, 500).await?))
+    uri: Uri,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let page = crate::paging::query(page)?;
+    let entries = state.store.audit_entries(&filter, page.window()?).await?;
+    crate::paging::by_id(&uri, &page, entries, |e| e.id)
 }
 
 /// Body of `POST /api/v1/images`.

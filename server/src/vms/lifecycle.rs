@@ -9,7 +9,7 @@ use passage_hypervisor::{Hotplug, PciAddress};
 
 use super::{VmError, VmLock, VmService};
 use crate::auth::User;
-use crate::store::{AuditRecord, ClaimOutcome, FreeGpu, VmRecord, now_ms, rfc3339};
+use crate::store::{AuditRecord, ClaimOutcome, FreeGpu, VmRecord, Window, now_ms, rfc3339};
 
 /// What an owner or admin asks of a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +46,9 @@ fn subject(vm_id: i64) -> String {
 }
 
 impl VmService {
-    /// The VMs `user` may see, newest first.
-    pub async fn list(&self, user: &User) -> Result<Vec<VmView>, VmError> {
-        Ok(self.store().vms(scope(user)).await?)
+    /// The VMs `user` may see in `window`, newest first.
+    pub async fn list(&self, user: &User, window: Window) -> Result<Vec<VmView>, VmError> {
+        Ok(self.store().vms(scope(user), window).await?)
     }
 
     /// One VM, if `user` may see it.
