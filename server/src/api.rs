@@ -4,6 +4,7 @@
 //! (the portal is up but cannot answer), never a panic.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -403,6 +404,14 @@ async fn list_gpus(
         ),
     };
     let gpus = state.store.gpus().await?;
+    let whole_list = filter.host.is_none()
+        && filter.model.is_none()
+        && filter.state.is_none()
+        && after.is_none()
+        && gpus.len() <= limit;
+    if whole_list {
+        return Ok(WHOLE_LIST.json(&gpus));
+    }
     let mut chosen = gpus
         .iter()
         .filter(|g| {
@@ -420,6 +429,37 @@ async fn list_gpus(
         chosen.last().map(|g| format!("{}/{}", g.host, g.address))
     });
     Ok(crate::paging::answer(&uri, &chosen, next.flatten()))
+}
+
+/// The JSON of the whole GPU list, made once per snapshot of the list: most requests ask for
+/// all of it, and the list changes far less often than it is read.
+static WHOLE_LIST: JsonOfSnapshot = JsonOfSnapshot(std::sync::Mutex::new(None));
+
+/// A list's JSON, kept with the list it was made from (compared by identity, not by value).
+struct JsonOfSnapshot(std::sync::Mutex<Option<(Arc<Vec<GpuView>>, axum::body::Bytes)>>);
+
+impl JsonOfSnapshot {
+    fn json(&self, list: &Arc<Vec<GpuView>>) -> Response {
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bytes = match &*kept {
+            Some((made_from, bytes)) if Arc::ptr_eq(made_from, list) => bytes.clone(),
+            _ => match serde_json::to_vec(list.as_slice()) {
+                Ok(bytes) => {
+                    let bytes = axum::body::Bytes::from(bytes);
+                    *kept = Some((Arc::clone(list), bytes.clone()));
+                    bytes
+                }
+                Err(e) => {
+                    return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                        .into_response();
+                }
+            },
+        };
+        ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+    }
 }
 
 /// Asks every host for a fresh inventory now (admins).

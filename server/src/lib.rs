@@ -40,8 +40,8 @@ pub const SIMULATED_HOST_XML: &str = include_str!("../hosts/simulated-host.xml")
 /// What every request handler can reach.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    /// Leptos' settings (where the browser assets are).
-    pub leptos_options: LeptosOptions,
+    /// Leptos' settings (where the browser assets are), shared: every request clones the state.
+    pub leptos_options: Arc<LeptosOptions>,
     /// The database.
     pub store: Store,
     /// The hosts' inventory.
@@ -73,7 +73,7 @@ impl axum::extract::FromRef<AppState> for auth::Auth {
 
 impl axum::extract::FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
-        state.leptos_options.clone()
+        LeptosOptions::clone(&state.leptos_options)
     }
 }
 
@@ -219,7 +219,7 @@ impl Portal {
 
         let site = web::site_options(&config);
         let state = AppState {
-            leptos_options: site,
+            leptos_options: Arc::new(site),
             store: store.clone(),
             inventory: inventory.clone(),
             auth,

@@ -95,7 +95,7 @@ pub fn router(state: AppState, http: &HttpSettings, over_tls: bool) -> Router {
     let handle = Portal(Arc::new(UiService {
         state: state.clone(),
     }));
-    let options = state.leptos_options.clone();
+    let options = LeptosOptions::clone(&state.leptos_options);
     let context = move || {
         provide_context(handle.clone());
         guard::set_page_policy();
