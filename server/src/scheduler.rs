@@ -200,12 +200,8 @@ async fn claim_or_wait(
         return Err(waiting(store, request_id, reason).await?);
     }
     for _ in 0..ATTEMPTS {
-        let free: Vec<FreeGpu> = store
-            .free_gpus(&model)
-            .await?
-            .into_iter()
-            .filter(usable)
-            .collect();
+        let all_free = store.free_gpus(&model).await?;
+        let free: Vec<FreeGpu> = all_free.iter().filter(|g| usable(g)).cloned().collect();
         if !choice.gpus.is_empty() {
             let picked: Vec<FreeGpu> = choice
                 .gpus
@@ -228,10 +224,7 @@ async fn claim_or_wait(
             };
         }
         let Some(picked) = choose(&free, count) else {
-            let reason = format!(
-                "waiting for {count} free {model} GPU(s) on one host ({} free in all)",
-                free.len()
-            );
+            let reason = no_fit_reason(&needs, choice, &all_free, &free, &drivers);
             return Err(waiting(store, request_id, reason).await?);
         };
         let picked: Vec<FreeGpu> = picked.into_iter().cloned().collect();
@@ -243,6 +236,53 @@ async fn claim_or_wait(
         }
     }
     Err(PlaceError::Contended)
+}
+
+/// Why a request waits, naming what narrowed the free GPUs: the host its image is on, the
+/// hypervisor it asks for, the admin's choice of host, or only that too few are free together.
+fn no_fit_reason(
+    needs: &crate::store::RequestNeeds,
+    choice: &Choice,
+    all_free: &[FreeGpu],
+    usable: &[FreeGpu],
+    drivers: &BTreeMap<String, Option<String>>,
+) -> String {
+    let (count, model) = (needs.gpu_count, &needs.gpu_model);
+    let wanted = format!("waiting for {count} free {model} GPU(s) on one host");
+    let on = |host: &str| all_free.iter().filter(|g| g.host == host).count();
+    if let Some(host) = &choice.host {
+        return format!("{wanted}: the chosen host {host} has {} free", on(host));
+    }
+    if let Some(image_host) = &needs.image_host {
+        let elsewhere = all_free.len() - on(image_host);
+        if elsewhere > 0 {
+            return format!(
+                "{wanted}: its image is only on host {image_host}, which has {} free \
+                 ({elsewhere} free on other hosts)",
+                on(image_host)
+            );
+        }
+    }
+    let other_hypervisor = all_free
+        .iter()
+        .filter(|g| {
+            !runs(
+                drivers.get(&g.host).and_then(|d| d.as_deref()),
+                &needs.hypervisor,
+            )
+        })
+        .count();
+    if other_hypervisor > 0 {
+        return format!(
+            "{wanted}: {} free where {} runs, {other_hypervisor} on hosts that cannot run it",
+            usable.len(),
+            needs.hypervisor
+        );
+    }
+    match usable.len() {
+        0 => format!("{wanted} (none free)"),
+        n => format!("{wanted} ({n} free in all, not {count} on one host)"),
+    }
 }
 
 fn over_quota(held: i64, count: usize, max: Option<i64>) -> PlaceError {
