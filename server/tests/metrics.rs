@@ -34,40 +34,9 @@ async fn metrics_report_the_portal_to_admins_only() {
     let refused = user.get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(refused.status(), 403);
 
-    admin
-        .post(format!("{base}/api/v1/inventory/refresh"))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-
     // A request filed and placed: its GPU is claimed, the placement counted.
-    admin
-        .post(format!("{base}/api/v1/images"))
-        .json(
-            &json!({"name": "debian-12", "host": "gpu-01", "pool": "images",
-                      "volume": "debian-12-generic-amd64.qcow2"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-    let filed: serde_json::Value = user
-        .post(format!("{base}/api/v1/requests"))
-        .json(&json!({
-            "gpu_model": "H100 PCIe", "gpu_count": 1, "vcpus": 2, "memory_mib": 2048,
-            "disk_gib": 10, "image": "debian-12", "hypervisor": "kvm", "lease_hours": 1,
-            "reason": "metrics"
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = filed["id"].as_i64().unwrap();
+    common::inventory_and_image(&admin, &base, "gpu-01").await;
+    let id = common::file_h100_request(&user, &base, 1).await;
     let approved = admin
         .post(format!("{base}/api/v1/requests/{id}/approve"))
         .json(&json!({}))

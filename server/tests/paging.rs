@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use passage_server::Portal;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Follows `Link: rel="next"` from `first`, returning every page's items.
 async fn every_page(client: &reqwest::Client, base: &str, first: &str) -> Vec<Vec<Value>> {
@@ -37,13 +37,7 @@ async fn lists_come_in_pages_linked_to_the_next() {
     let admin = common::client(&common::token_for(&config, "root", true).await);
     let portal = Portal::start(config).await.unwrap();
     let base = format!("http://{}", portal.address);
-    admin
-        .post(format!("{base}/api/v1/inventory/refresh"))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+    common::inventory_and_image(&admin, &base, "gpu-01").await;
 
     // GPUs: 8 in pages of 3, by host and address, each once.
     let all: Vec<Value> = admin
@@ -71,33 +65,7 @@ async fn lists_come_in_pages_linked_to_the_next() {
 
     // Requests: newest first; one filed between pages shows on none of the later pages, and
     // none is shown twice or skipped.
-    admin
-        .post(format!("{base}/api/v1/images"))
-        .json(
-            &json!({"name": "debian-12", "host": "gpu-01", "pool": "images",
-                      "volume": "debian-12-generic-amd64.qcow2"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-    let file = || async {
-        let filed: Value = admin
-            .post(format!("{base}/api/v1/requests"))
-            .json(&json!({
-                "gpu_model": "H100 PCIe", "gpu_count": 1, "vcpus": 2, "memory_mib": 2048,
-                "disk_gib": 10, "image": "debian-12", "hypervisor": "kvm", "lease_hours": 1,
-                "reason": "paging"
-            }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        filed["id"].as_i64().unwrap_or_else(|| panic!("{filed}"))
-    };
+    let file = || common::file_h100_request(&admin, &base, 1);
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(file().await);

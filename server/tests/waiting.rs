@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use passage_server::Portal;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[tokio::test]
 async fn a_waiting_request_names_the_host_its_image_ties_it_to() {
@@ -17,60 +17,22 @@ async fn a_waiting_request_names_the_host_its_image_ties_it_to() {
     let admin = common::client(&common::token_for(&config, "root", true).await);
     let portal = Portal::start(config).await.unwrap();
     let base = format!("http://{}", portal.address);
-    for (path, body) in [
-        ("/api/v1/inventory/refresh", json!({})),
-        (
-            "/api/v1/images",
-            json!({"name": "debian-12", "host": "gpu-01", "pool": "images",
-                   "volume": "debian-12-generic-amd64.qcow2"}),
-        ),
-    ] {
-        admin
-            .post(format!("{base}{path}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
-    }
-    let request = |count: i64| {
-        json!({
-            "gpu_model": "H100 PCIe", "gpu_count": count, "vcpus": 2, "memory_mib": 2048,
-            "disk_gib": 10, "image": "debian-12", "hypervisor": "kvm", "lease_hours": 1,
-            "reason": "where does it wait"
-        })
-    };
+    common::inventory_and_image(&admin, &base, "gpu-01").await;
     let file_and_approve = |count: i64| {
         let admin = admin.clone();
         let base = base.clone();
-        let body = request(count);
         async move {
-            let filed: Value = admin
-                .post(format!("{base}/api/v1/requests"))
-                .json(&body)
-                .send()
+            let id = common::file_h100_request(&admin, &base, count).await;
+            let (status, body) = common::post(
+                &admin,
+                format!("{base}/api/v1/requests/{id}/approve"),
+                json!({}),
+            )
+            .await;
+            assert!(status == 200 || status == 409, "{status}: {body}");
+            common::get(&admin, format!("{base}/api/v1/requests/{id}"))
                 .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let id = filed["id"].as_i64().unwrap_or_else(|| panic!("{filed}"));
-            admin
-                .post(format!("{base}/api/v1/requests/{id}/approve"))
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap();
-            let shown: Value = admin
-                .get(format!("{base}/api/v1/requests/{id}"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            shown
+                .1
         }
     };
     // Every H100 of the image's host, then one more.

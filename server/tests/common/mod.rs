@@ -342,3 +342,39 @@ pub async fn post(
         response.json().await.unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// Asks the portal at `base` for a fresh inventory of its hosts and registers the simulated
+/// host's base image as `debian-12` on `host`, as an admin would.
+pub async fn inventory_and_image(admin: &reqwest::Client, base: &str, host: &str) {
+    let (status, body) = post(
+        admin,
+        format!("{base}/api/v1/inventory/refresh"),
+        serde_json::json!({}),
+    )
+    .await;
+    assert!(status.is_success(), "{status}: {body}");
+    let (status, body) = post(
+        admin,
+        format!("{base}/api/v1/images"),
+        serde_json::json!({"name": "debian-12", "host": host, "pool": "images",
+                           "volume": "debian-12-generic-amd64.qcow2"}),
+    )
+    .await;
+    assert!(status.is_success(), "{status}: {body}");
+}
+
+/// Files a request for `count` H100 PCIe GPUs on `debian-12` as `client`; returns its id.
+pub async fn file_h100_request(client: &reqwest::Client, base: &str, count: i64) -> i64 {
+    let (status, filed) = post(
+        client,
+        format!("{base}/api/v1/requests"),
+        serde_json::json!({
+            "gpu_model": "H100 PCIe", "gpu_count": count, "vcpus": 2, "memory_mib": 2048,
+            "disk_gib": 10, "image": "debian-12", "hypervisor": "kvm", "lease_hours": 1,
+            "reason": "a test"
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{filed}");
+    filed["id"].as_i64().unwrap()
+}
