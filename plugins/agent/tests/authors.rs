@@ -305,3 +305,42 @@ fn limits_are_named_with_the_flag_or_setting_that_raises_them() {
     let events = String::from_utf8_lossy(&output.stdout);
     assert!(events.contains("jobs.wasm_memory_mib"), "{events}");
 }
+
+/// The compiled copy of the plugin whose bytes hash to `sha256` in `cache`, or in the job user's
+/// own cache (where a job started as root keeps it), and its inode.
+fn compiled_entry(cache: &Path, sha256: &str) -> Option<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs = vec![cache.to_path_buf()];
+    if let Ok(users) = std::fs::read_dir("/var/cache/passage-agent") {
+        dirs.extend(users.filter_map(Result::ok).map(|e| e.path()));
+    }
+    dirs.iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|listing| listing.filter_map(Result::ok))
+        .find(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("{sha256}-")) && name.ends_with(".cwasm")
+        })
+        .map(|e| (e.path(), e.metadata().unwrap().ino()))
+}
+
+#[test]
+fn a_confined_job_keeps_its_compiled_plugin_and_the_next_job_maps_it() {
+    use sha2::Digest;
+    let cache = tempfile::tempdir().unwrap();
+    let plugin = plugin_dir().join("launch-rate.wasm");
+    let sha256 = hex::encode(sha2::Sha256::digest(std::fs::read(&plugin).unwrap()));
+    if let Some((path, _)) = compiled_entry(cache.path(), &sha256) {
+        std::fs::remove_file(path).unwrap();
+    }
+    let params = ["-p", "launches=1", "-p", "repetitions=1"];
+    run_fake(&plugin, &params, cache.path()).unwrap();
+    let first = compiled_entry(cache.path(), &sha256).expect("the compiled plugin is kept");
+    let result = run_fake(&plugin, &params, cache.path()).unwrap();
+    assert_eq!(result["plugin"], "launch-rate");
+    assert_eq!(
+        compiled_entry(cache.path(), &sha256),
+        Some(first),
+        "the second job used the kept code and wrote no new copy"
+    );
+}

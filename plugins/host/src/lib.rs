@@ -1,13 +1,14 @@
 //! Runs Passage plugins: WebAssembly components of the `passage:plugin` world.
 //!
-//! One [`PluginEngine`] per process compiles components (cached on disk by wasmtime, keyed by
-//! content, engine settings and wasmtime version) and holds the linker. Each run gets a fresh
+//! One [`PluginEngine`] per process compiles components (kept on disk, keyed by content, engine
+//! settings and wasmtime version, and mapped into memory when seen again) and holds the linker. Each run gets a fresh
 //! `Store` with its own limits (wasm memory, GPU memory, live resources, wall time by epoch
 //! interruption) and sees only the `gpu` and `report` imports plus WASI clocks and random: no
 //! files, no sockets, no environment. Whatever a run leaves on the GPU is freed when it ends.
 
 mod bindings;
 mod check;
+mod compiled;
 mod gpu_host;
 mod limits;
 mod params;
@@ -30,6 +31,7 @@ pub use params::{ParamKind, ParamSpec, ParamValue, PluginInfo, resolve_params};
 pub use state::{LogLevel, Metric, RunEvent};
 
 use crate::bindings::Plugin;
+use crate::compiled::CompiledCache;
 use crate::limits::{LimitReached, MemoryLimiter};
 use crate::state::RunState;
 
@@ -131,6 +133,7 @@ pub struct RunResult {
 #[derive(Clone)]
 pub struct PluginEngine {
     engine: Engine,
+    compiled: Option<CompiledCache>,
     linker: Arc<Linker<RunState>>,
     ticker: Arc<EpochTicker>,
 }
@@ -169,15 +172,14 @@ impl PluginEngine {
             .total_tables(128)
             .max_memory_size(1 << 30);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
-        if let Some(dir) = cache_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                PluginError::Engine(format!("cache directory {}: {e}", dir.display()))
-            })?;
-            let mut cache = wasmtime::CacheConfig::new();
-            cache.with_directory(dir);
-            config.cache(Some(wasmtime::Cache::new(cache).map_err(engine_error)?));
-        }
         let engine = Engine::new(&config).map_err(engine_error)?;
+        let compiled = cache_dir
+            .map(|dir| {
+                CompiledCache::open(dir, &engine).map_err(|e| {
+                    PluginError::Engine(format!("cache directory {}: {e}", dir.display()))
+                })
+            })
+            .transpose()?;
 
         let mut linker = Linker::<RunState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
@@ -202,6 +204,7 @@ impl PluginEngine {
 
         Ok(PluginEngine {
             engine,
+            compiled,
             linker: Arc::new(linker),
             ticker: Arc::new(EpochTicker { stop }),
         })
@@ -215,9 +218,12 @@ impl PluginEngine {
                 "the file does not start with the WebAssembly magic bytes".into(),
             ));
         }
-        let component = Component::from_binary(&self.engine, bytes)
-            .map_err(|e| PluginError::NotAComponent(format!("{e:#}")))?;
         let sha256 = hex::encode(Sha256::digest(bytes));
+        let component = match &self.compiled {
+            Some(cache) => cache.component(&self.engine, &sha256, bytes),
+            None => Component::from_binary(&self.engine, bytes),
+        }
+        .map_err(|e| PluginError::NotAComponent(format!("{e:#}")))?;
         let limits = RunLimits {
             wall_time: DESCRIBE_TIME,
             settings: LimitSettings {
