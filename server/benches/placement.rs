@@ -1,11 +1,14 @@
 //! One placement decision on a large simulated fleet: the bundled simulated host (8 GPUs, 4 of
 //! them H100 PCIe, on 2 NUMA nodes and PCIe switches) recorded under `PLACEMENT_HOSTS` names
 //! (default 1,000) in a fresh SQLite file. Three figures per round, median and spread (p10-p90)
-//! of `PLACEMENT_ROUNDS` rounds (default 200):
+//! of `PLACEMENT_ROUNDS` rounds (default 200). Each round another request claims a GPU and is
+//! released (the inventory changes, as it does between two approvals), then:
 //!
-//! - reading the free H100s from the database (the baseline: what any decision must read),
-//! - `scheduler::choose` picking 1 GPU, then 2 behind one switch, from that list,
-//! - the whole decision as the portal makes it: the read, then the choice.
+//! - the free H100s are read: from the database, the inventory having changed (the baseline),
+//! - `scheduler::choose` picks 1 GPU, then 2 behind one switch, from that list,
+//! - one whole decision right after the change: the read, then the choice,
+//! - one whole decision on the unchanged inventory: the free list from memory (after the
+//!   change counter is read), then the choice.
 //!
 //! `cargo bench -p passage-server --bench placement`
 
@@ -58,9 +61,40 @@ async fn main() {
             .expect("an inventory");
     }
 
+    let user = store
+        .create_user(
+            "bench",
+            "not a password hash: this account never signs in",
+            false,
+        )
+        .await
+        .expect("a user");
+    let form = passage_app::requests::RequestForm {
+        gpu_model: "H100 PCIe".into(),
+        gpu_count: 1,
+        vcpus: 4,
+        memory_mib: 8192,
+        disk_gib: 20,
+        image: "debian-12".into(),
+        hypervisor: "kvm".into(),
+        lease_hours: 1,
+        reason: "placement benchmark".into(),
+    };
+
     let (mut read, mut one, mut two, mut whole) = (vec![], vec![], vec![], vec![]);
+    let mut unchanged = vec![];
     let mut free_count = 0;
-    for _ in 0..rounds {
+    for round in 0..rounds {
+        // A change since the last decision: a GPU on some host claimed, then released.
+        let free = store.free_gpus("H100 PCIe").await.expect("free GPUs");
+        let request = store
+            .create_request(user.id, &form)
+            .await
+            .expect("a request");
+        let elsewhere = &free[(round * 7) % free.len()..][..1];
+        store.claim(request, elsewhere).await.expect("a claim");
+        store.release(request).await.expect("a release");
+
         let began = Instant::now();
         let free = store.free_gpus("H100 PCIe").await.expect("free GPUs");
         let read_at = Instant::now();
@@ -77,18 +111,45 @@ async fn main() {
         let picked = choose(&free, 2).expect("a fit for 2");
         two.push(began.elapsed());
         assert_eq!(picked.len(), 2);
+
+        let began = Instant::now();
+        let kept = store.free_gpus("H100 PCIe").await.expect("free GPUs");
+        let picked = choose(&kept, 1).expect("a fit for 1");
+        unchanged.push(began.elapsed());
+        assert_eq!(picked.len(), 1);
     }
     println!(
         "{hosts} hosts, {} GPUs, {free_count} free H100 PCIe; {rounds} rounds; microseconds, median [p10-p90]",
         hosts * gpus.len()
     );
-    println!("read the free H100s (baseline) {}", summary(read.clone()));
-    println!("choose 1 GPU                   {}", summary(one));
-    println!("choose 2 GPUs (one switch)     {}", summary(two));
-    println!("read + choose 1 (one decision) {}", summary(whole.clone()));
+    println!(
+        "read the free H100s after a change (baseline) {}",
+        summary(read.clone())
+    );
+    println!(
+        "choose 1 GPU                                  {}",
+        summary(one)
+    );
+    println!(
+        "choose 2 GPUs (one switch)                    {}",
+        summary(two)
+    );
+    println!(
+        "one decision after a change: read + choose 1  {}",
+        summary(whole.clone())
+    );
+    println!(
+        "one decision, inventory unchanged             {}",
+        summary(unchanged.clone())
+    );
     let median = |mut t: Vec<Duration>| {
         t.sort();
         t[t.len() / 2].as_secs_f64()
     };
-    println!("decision / read: {:.2}", median(whole) / median(read));
+    let read = median(read);
+    println!(
+        "decision after a change / read: {:.2}; decision on an unchanged inventory / read: {:.3}",
+        median(whole) / read,
+        median(unchanged) / read
+    );
 }

@@ -54,34 +54,45 @@ pub enum PlaceError {
 /// (the same root port) go together, again the fullest switch that fits; a single GPU comes
 /// from the least shared place, which keeps switch pairs whole for the requests that want them.
 pub fn choose(free: &[FreeGpu], count: usize) -> Option<Vec<&FreeGpu>> {
-    fn best(groups: Vec<Vec<&FreeGpu>>, count: usize) -> Option<Vec<&FreeGpu>> {
-        groups
-            .into_iter()
-            .filter(|g| g.len() >= count)
-            .min_by_key(|g| g.len())
-            .map(|g| closest(g, count))
-    }
     if count == 0 {
         return None;
     }
-    let mut by_node: BTreeMap<(&str, Option<i64>), Vec<&FreeGpu>> = BTreeMap::new();
-    let mut by_host: BTreeMap<&str, Vec<&FreeGpu>> = BTreeMap::new();
-    for gpu in free {
-        by_node
-            .entry((&gpu.host, gpu.numa_node))
-            .or_default()
-            .push(gpu);
-        by_host.entry(&gpu.host).or_default().push(gpu);
+    // By host, keeping each host's GPUs in the order given. Lists come sorted by host already,
+    // and then this sort is a single pass.
+    let mut sorted: Vec<&FreeGpu> = free.iter().collect();
+    sorted.sort_by(|a, b| a.host.cmp(&b.host));
+    // The smallest group that fits; among equals, the first host (by name), then the lowest
+    // node: (size, host's position, node).
+    let mut best_node: Option<(usize, usize, i64)> = None;
+    let mut best_host: Option<(usize, usize)> = None;
+    let hosts: Vec<&[&FreeGpu]> = sorted.chunk_by(|a, b| a.host == b.host).collect();
+    for (position, host) in hosts.iter().enumerate() {
+        if host.len() < count {
+            continue;
+        }
+        if best_host.is_none_or(|(size, _)| host.len() < size) {
+            best_host = Some((host.len(), position));
+        }
+        for (i, gpu) in host.iter().enumerate() {
+            let Some(node) = gpu.numa_node else { continue };
+            if host[..i].iter().any(|g| g.numa_node == Some(node)) {
+                continue; // counted at its first GPU
+            }
+            let size = host.iter().filter(|g| g.numa_node == Some(node)).count();
+            if size >= count && best_node.is_none_or(|best| (size, position, node) < best) {
+                best_node = Some((size, position, node));
+            }
+        }
     }
-    best(
-        by_node
-            .into_iter()
-            .filter(|((_, node), _)| node.is_some())
-            .map(|(_, g)| g)
-            .collect(),
-        count,
-    )
-    .or_else(|| best(by_host.into_values().collect(), count))
+    if let Some((_, position, node)) = best_node {
+        let group = hosts[position]
+            .iter()
+            .copied()
+            .filter(|g| g.numa_node == Some(node))
+            .collect();
+        return Some(closest(group, count));
+    }
+    best_host.map(|(_, position)| closest(hosts[position].to_vec(), count))
 }
 
 /// An admin's choice at approval: a host, or the exact GPUs.
@@ -378,6 +389,22 @@ mod tests {
             gpu("b", "17", Some(0)),
         ];
         assert_eq!(addresses(choose(&free, 2)), vec!["a/17", "a/98"]);
+    }
+
+    #[test]
+    fn among_equal_fits_the_first_host_and_lowest_node_win_in_any_input_order() {
+        let free = vec![
+            gpu("b", "17", Some(1)),
+            gpu("b", "2a", Some(1)),
+            gpu("a", "98", Some(1)),
+            gpu("a", "b1", Some(1)),
+            gpu("a", "17", Some(0)),
+            gpu("a", "2a", Some(0)),
+        ];
+        assert_eq!(addresses(choose(&free, 2)), vec!["a/17", "a/2a"]);
+        let three = addresses(choose(&free, 3));
+        assert_eq!(three.len(), 3);
+        assert!(three.iter().all(|g| g.starts_with("a/")), "{three:?}");
     }
 
     #[test]

@@ -210,14 +210,64 @@ async fn another_servers_changes_are_seen_at_once() {
             let listed = here.gpus().await.unwrap();
             assert!(std::sync::Arc::ptr_eq(&listed, &here.gpus().await.unwrap()));
         }
+        // Free GPUs for placement: a claim there, and a domain there that this installation did
+        // not make, take GPUs out of the list here at once.
+        let free = here.free_gpus("H100 PCIe").await.unwrap();
+        assert_eq!(free.len(), 4);
+        if here.backend() == Backend::Sqlite {
+            let again = here.free_gpus("H100 PCIe").await.unwrap();
+            assert!(
+                std::sync::Arc::ptr_eq(&free, &again),
+                "kept while nothing changed"
+            );
+        }
+        let request = there
+            .create_request(
+                ada.id,
+                &passage_app::requests::RequestForm {
+                    gpu_model: "H100 PCIe".into(),
+                    gpu_count: 1,
+                    vcpus: 4,
+                    memory_mib: 8192,
+                    disk_gib: 20,
+                    image: "debian-12".into(),
+                    hypervisor: "kvm".into(),
+                    lease_hours: 4,
+                    reason: "a change seen elsewhere".into(),
+                },
+            )
+            .await
+            .unwrap();
+        there.claim(request, &free[..1]).await.unwrap();
+        let left = here.free_gpus("H100 PCIe").await.unwrap();
+        assert_eq!(left.len(), 3);
+        assert!(left.iter().all(|g| g.address != free[0].address));
+        let seen = passage_server::store::SeenDomain {
+            host: "a",
+            uuid: "5f0c2e1a-0000-4000-8000-000000000001",
+            name: "someone-elses",
+            installation: None,
+            state: "running",
+            devices: &free[1].functions.join(", "),
+        };
+        assert!(there.saw_unknown_domain(&seen).await.unwrap());
+        let left = here.free_gpus("H100 PCIe").await.unwrap();
+        assert_eq!(left.len(), 2, "the domain's GPU is not free: {left:?}");
+        // Seen again, holding the same: the list stays as it was.
+        there.saw_unknown_domain(&seen).await.unwrap();
+        if here.backend() == Backend::Sqlite {
+            assert!(std::sync::Arc::ptr_eq(
+                &left,
+                &here.free_gpus("H100 PCIe").await.unwrap()
+            ));
+        }
+
         there.record_failure("a", "gone").await.unwrap();
-        assert!(
-            here.gpus()
-                .await
-                .unwrap()
-                .iter()
-                .all(|g| g.state == GpuState::HostUnreachable)
-        );
+        let listed = here.gpus().await.unwrap();
+        let (claimed, rest): (Vec<_>, Vec<_>) =
+            listed.iter().partition(|g| g.state == GpuState::Claimed);
+        assert_eq!(claimed.len(), 1, "a claim outlives its host's reachability");
+        assert!(rest.iter().all(|g| g.state == GpuState::HostUnreachable));
         assert_eq!(here.hosts().await.unwrap()[0].state, HostState::Unreachable);
         here.close().await;
         there.close().await;

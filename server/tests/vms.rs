@@ -676,7 +676,7 @@ async fn reconciliation(url: String) {
         )
         .await
         .unwrap();
-    let a100: Vec<FreeGpu> = store.free_gpus("A100 PCIe 80GB").await.unwrap();
+    let a100 = store.free_gpus("A100 PCIe 80GB").await.unwrap();
     store.claim(half, &a100[..1]).await.unwrap();
     let vm = store
         .create_vm(
@@ -1079,8 +1079,9 @@ async fn a_domain_that_could_not_be_removed_keeps_its_gpus_until_it_is() {
         .free_gpus("L40S")
         .await
         .unwrap()
-        .into_iter()
+        .iter()
         .filter(|g| g.host == "gpu-02")
+        .cloned()
         .collect();
     store.claim(request, &l40s).await.unwrap();
     let vm = store

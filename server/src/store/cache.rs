@@ -55,35 +55,49 @@ impl CounterReads {
     }
 }
 
-/// The newest copy of a list and the counter it was read under.
+/// How many keys a snapshot holds before it starts again (keys come from requests: a model name
+/// that matches nothing must not grow the memory).
+const MAX_KEYS: usize = 64;
+
+/// The newest copy of a list (one per key: the free GPUs of each model) and the counter it was
+/// read under.
 #[derive(Debug)]
-pub(super) struct Snapshot<T> {
-    newest: Mutex<Option<(i64, Arc<T>)>>,
+pub(super) struct Snapshot<T, K = ()> {
+    newest: Mutex<HashMap<K, (i64, Arc<T>)>>,
 }
 
-impl<T> Default for Snapshot<T> {
+impl<T, K> Default for Snapshot<T, K> {
     fn default() -> Self {
         Snapshot {
-            newest: Mutex::new(None),
+            newest: Mutex::new(HashMap::new()),
         }
     }
 }
 
-impl<T> Snapshot<T> {
-    /// The copy read under `version`, if that is the one kept.
-    pub fn get(&self, version: i64) -> Option<Arc<T>> {
-        match &*self.newest.lock().unwrap_or_else(PoisonError::into_inner) {
+impl<T, K: Eq + std::hash::Hash> Snapshot<T, K> {
+    /// The copy of `key` read under `version`, if that is the one kept.
+    pub fn get(&self, key: &K, version: i64) -> Option<Arc<T>> {
+        match self
+            .newest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
             Some((kept, value)) if *kept == version => Some(Arc::clone(value)),
             _ => None,
         }
     }
 
-    /// Keeps `value`, read under `version`, unless a copy read under a later counter is kept.
-    pub fn put(&self, version: i64, value: T) -> Arc<T> {
+    /// Keeps `value` of `key`, read under `version`, unless a copy read under a later counter
+    /// is kept.
+    pub fn put(&self, key: K, version: i64, value: T) -> Arc<T> {
         let value = Arc::new(value);
         let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
-        if newest.as_ref().is_none_or(|(kept, _)| *kept <= version) {
-            *newest = Some((version, Arc::clone(&value)));
+        if newest.len() >= MAX_KEYS && !newest.contains_key(&key) {
+            newest.clear();
+        }
+        if newest.get(&key).is_none_or(|(kept, _)| *kept <= version) {
+            newest.insert(key, (version, Arc::clone(&value)));
         }
         value
     }
@@ -210,12 +224,17 @@ mod tests {
     #[test]
     fn a_snapshot_keeps_the_newest_copy() {
         let snapshot = Snapshot::default();
-        snapshot.put(2, "two");
-        snapshot.put(1, "one");
-        assert_eq!(snapshot.get(2).as_deref(), Some(&"two"));
-        assert_eq!(snapshot.get(1), None);
-        snapshot.put(3, "three");
-        assert_eq!(snapshot.get(2), None);
+        snapshot.put((), 2, "two");
+        snapshot.put((), 1, "one");
+        assert_eq!(snapshot.get(&(), 2).as_deref(), Some(&"two"));
+        assert_eq!(snapshot.get(&(), 1), None);
+        snapshot.put((), 3, "three");
+        assert_eq!(snapshot.get(&(), 2), None);
+        let by_model = Snapshot::default();
+        by_model.put("H100", 3, 1);
+        by_model.put("L40S", 4, 2);
+        assert_eq!(by_model.get(&"H100", 3).as_deref(), Some(&1));
+        assert_eq!(by_model.get(&"L40S", 3), None);
     }
 
     #[test]

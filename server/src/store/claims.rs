@@ -1,6 +1,8 @@
 //! Queries for GPU requests and the claims that hold GPUs for them.
 
 use passage_app::requests::{RequestForm, RequestView};
+use std::sync::Arc;
+
 use sqlx::Row;
 
 use super::{Store, StoreError, Window, now_ms};
@@ -146,8 +148,16 @@ impl Store {
     }
 
     /// GPUs of `model` that are present on a reachable host, assignable, and not held in any of
-    /// their functions.
-    pub async fn free_gpus(&self, model: &str) -> Result<Vec<FreeGpu>, StoreError> {
+    /// their functions (nor by a domain this installation did not make). Kept in memory until
+    /// the inventory changes, as the GPU list is.
+    pub async fn free_gpus(&self, model: &str) -> Result<Arc<Vec<FreeGpu>>, StoreError> {
+        self.inventory_read(&self.memory.free, model.to_string(), || {
+            self.read_free_gpus(model)
+        })
+        .await
+    }
+
+    async fn read_free_gpus(&self, model: &str) -> Result<Vec<FreeGpu>, StoreError> {
         let rows = sqlx::query(
             "SELECT g.id, g.host, g.address, g.numa_node, g.pcie_root FROM gpus g
              JOIN hosts h ON h.name = g.host

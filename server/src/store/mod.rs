@@ -135,6 +135,8 @@ struct Memory {
     counters: cache::CounterReads,
     hosts: cache::Snapshot<Vec<HostView>>,
     gpus: cache::Snapshot<Vec<GpuView>>,
+    /// Free GPUs by model, as placement reads them.
+    free: cache::Snapshot<Vec<claims::FreeGpu>, String>,
     credentials: cache::Credentials,
 }
 
@@ -395,29 +397,35 @@ impl Store {
 
     /// Every configured host, by name.
     pub async fn hosts(&self) -> Result<Arc<Vec<HostView>>, StoreError> {
-        let Some(versions) = self.versions().await? else {
-            return Ok(Arc::new(self.read_hosts().await?));
-        };
-        match self.memory.hosts.get(versions.inventory) {
-            Some(hosts) => Ok(hosts),
-            None => Ok(self
-                .memory
-                .hosts
-                .put(versions.inventory, self.read_hosts().await?)),
-        }
+        self.inventory_read(&self.memory.hosts, (), || self.read_hosts())
+            .await
     }
 
     /// Every GPU on a configured host, by host and PCI address, with its IOMMU group.
     pub async fn gpus(&self) -> Result<Arc<Vec<GpuView>>, StoreError> {
+        self.inventory_read(&self.memory.gpus, (), || self.read_gpus())
+            .await
+    }
+
+    /// What `read` returns, from memory while the inventory counter has not moved since it
+    /// was read (SQLite), else read now (and kept).
+    async fn inventory_read<T, K, F, Fut>(
+        &self,
+        snapshot: &cache::Snapshot<T, K>,
+        key: K,
+        read: F,
+    ) -> Result<Arc<T>, StoreError>
+    where
+        K: Eq + std::hash::Hash,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
         let Some(versions) = self.versions().await? else {
-            return Ok(Arc::new(self.read_gpus().await?));
+            return Ok(Arc::new(read().await?));
         };
-        match self.memory.gpus.get(versions.inventory) {
-            Some(gpus) => Ok(gpus),
-            None => Ok(self
-                .memory
-                .gpus
-                .put(versions.inventory, self.read_gpus().await?)),
+        match snapshot.get(&key, versions.inventory) {
+            Some(kept) => Ok(kept),
+            None => Ok(snapshot.put(key, versions.inventory, read().await?)),
         }
     }
 

@@ -323,8 +323,9 @@ impl VmService {
             .store()
             .free_gpus(&model)
             .await?
-            .into_iter()
+            .iter()
             .find(|g| g.host == record.host && g.address == address)
+            .cloned()
             .ok_or_else(|| VmError::Conflict(format!("GPU {address} is not free")))?;
         if self.store().add_claim(record.request_id, &gpu).await? == ClaimOutcome::Lost {
             return Err(VmError::Conflict(format!(
