@@ -35,6 +35,71 @@ pub struct HostView {
     /// Why no GPU of this host can be passed through (no IOMMU, no VFIO in libvirt), as its
     /// last inventory found; `None` when nothing on the host level stands in the way.
     pub passthrough_problem: Option<String>,
+    /// How long this host's VMs of the last 30 days took to come up (admins only; `null` for
+    /// everyone else, and while no VM has run there).
+    #[serde(default)]
+    pub startup: Option<StartupTimes>,
+}
+
+/// How long VMs took to come up on one host, over the VMs that reached `running`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct StartupTimes {
+    /// How many VMs the figures cover.
+    pub vms: usize,
+    /// From the request being filed to its VM running: what the requester waits, approval
+    /// and waiting for GPUs included.
+    pub request_to_running: Spread,
+    /// From the request getting its GPUs to its VM running: what provisioning costs (`null`
+    /// while no request's placement time is known).
+    pub placed_to_running: Option<Spread>,
+}
+
+/// The median and 90th percentile of a set of durations, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
+pub struct Spread {
+    /// Half took at most this long.
+    pub median_s: f64,
+    /// Nine in ten took at most this long.
+    pub p90_s: f64,
+}
+
+impl Spread {
+    /// The spread of `seconds` (empty: `None`). Percentiles are the nearest rank.
+    pub fn of(mut seconds: Vec<f64>) -> Option<Spread> {
+        if seconds.is_empty() {
+            return None;
+        }
+        seconds.sort_by(f64::total_cmp);
+        let rank = |q: f64| seconds[((q * seconds.len() as f64).ceil() as usize).max(1) - 1];
+        Some(Spread {
+            median_s: rank(0.5),
+            p90_s: rank(0.9),
+        })
+    }
+
+    /// As shown on a page: `median 12 s, p90 40 s`.
+    pub fn describe(&self) -> String {
+        format!(
+            "median {}, p90 {}",
+            duration_text(self.median_s),
+            duration_text(self.p90_s)
+        )
+    }
+}
+
+/// Seconds as a person reads them: `0.4 s`, `12 s`, `3 min 5 s`, `2 h 10 min`.
+fn duration_text(seconds: f64) -> String {
+    if seconds < 10.0 {
+        return format!("{seconds:.1} s");
+    }
+    let whole = seconds.round() as u64;
+    match whole {
+        0..60 => format!("{whole} s"),
+        60..3600 => format!("{} min {} s", whole / 60, whole % 60),
+        _ => format!("{} h {} min", whole / 3600, (whole % 3600) / 60),
+    }
 }
 
 /// Whether a host answered its last inventory pass.
@@ -60,6 +125,7 @@ impl HostView {
             driver: None,
             libvirt_version: None,
             error: None,
+            startup: None,
             ..self
         }
     }
@@ -272,5 +338,28 @@ pub async fn refresh_inventory() -> Result<(), ServerFnError> {
             crate::service::Refusal::admins_only("only admins can refresh the inventory"),
         )),
         None => Err(crate::service::refused(crate::service::Refusal::sign_in())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spread_is_the_nearest_rank_median_and_p90() {
+        assert_eq!(Spread::of(vec![]), None);
+        let one = Spread::of(vec![4.0]).unwrap();
+        assert_eq!((one.median_s, one.p90_s), (4.0, 4.0));
+        let ten = Spread::of((1..=10).rev().map(f64::from).collect()).unwrap();
+        assert_eq!((ten.median_s, ten.p90_s), (5.0, 9.0));
+        assert_eq!(ten.describe(), "median 5.0 s, p90 9.0 s");
+    }
+
+    #[test]
+    fn durations_read_as_people_say_them() {
+        assert_eq!(duration_text(0.42), "0.4 s");
+        assert_eq!(duration_text(12.4), "12 s");
+        assert_eq!(duration_text(185.0), "3 min 5 s");
+        assert_eq!(duration_text(7_800.0), "2 h 10 min");
     }
 }

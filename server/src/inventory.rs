@@ -201,23 +201,37 @@ impl Inventory {
     /// The stored inventory, as `viewer` sees it (see [`hosts_for`]).
     pub async fn view(&self, viewer: Viewer) -> Result<InventoryView, StoreError> {
         Ok(InventoryView {
-            hosts: hosts_for(viewer.is_admin, &self.store.hosts().await?),
+            hosts: hosts_for(&self.store, viewer.is_admin).await?,
             gpus: Arc::unwrap_or_clone(self.store.gpus().await?),
             viewer,
         })
     }
 }
 
-/// The hosts as someone sees them: admins everything, others no libvirt URI, no libvirt message
-/// and no host software (those name internal machines and accounts).
-pub fn hosts_for(is_admin: bool, hosts: &[HostView]) -> Vec<HostView> {
-    if is_admin {
-        hosts.to_vec()
-    } else {
-        hosts
+/// How far back the start-up figures on the hosts look.
+const STARTUP_WINDOW_MS: i64 = 30 * 24 * 3_600_000;
+
+/// The hosts as someone sees them: admins everything, with how long VMs took to come up there
+/// over the last 30 days; others no libvirt URI, no libvirt message and no host software (those
+/// name internal machines and accounts).
+pub async fn hosts_for(store: &Store, is_admin: bool) -> Result<Vec<HostView>, StoreError> {
+    let hosts = store.hosts().await?;
+    if !is_admin {
+        return Ok(hosts
             .iter()
             .cloned()
             .map(HostView::without_internals)
-            .collect()
+            .collect());
     }
+    let mut startup = store
+        .startup_times(crate::store::now_ms() - STARTUP_WINDOW_MS)
+        .await?;
+    Ok(hosts
+        .iter()
+        .cloned()
+        .map(|mut host| {
+            host.startup = startup.remove(&host.name);
+            host
+        })
+        .collect())
 }

@@ -174,6 +174,24 @@ fn HostCard(host: HostView, gpus: Vec<GpuView>, model: ReadSignal<String>) -> im
                 {(!facts.is_empty()).then(|| view! { <span class="facts-text">{facts}</span> })}
                 <span class="last-refresh">{refreshed}</span>
             </p>
+            {host.startup.clone().map(|startup| {
+                let vms = match startup.vms {
+                    1 => "1 VM".to_string(),
+                    n => format!("{n} VMs"),
+                };
+                let provisioning = startup
+                    .placed_to_running
+                    .map(|p| format!("; from placement: {}", p.describe()))
+                    .unwrap_or_default();
+                view! {
+                    <p class="startup">
+                        {format!(
+                            "Request to running: {}{provisioning} ({vms}, last 30 days)",
+                            startup.request_to_running.describe(),
+                        )}
+                    </p>
+                }
+            })}
             {host.error.clone().map(|e| view! { <p class="error host-error">{e}</p> })}
             {(host.state == HostState::Unreachable && host.error.is_none()).then(|| view! {
                 <p class="error host-error">"The host did not answer its last inventory; admins see why."</p>

@@ -316,7 +316,7 @@ impl Store {
         // read keeps that state, and the claims above are rolled back.
         let placed = sqlx::query(
             "UPDATE gpu_requests SET state = 'placed', state_reason = NULL, host = $1, numa_node = $2,
-                 updated_at = $3
+                 updated_at = $3, placed_at = $3
              WHERE id = $4 AND state IN ('pending', 'waiting')",
         )
         .bind(&first.host)

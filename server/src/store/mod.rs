@@ -522,6 +522,7 @@ fn host_view(row: &AnyRow) -> Result<HostView, StoreError> {
         } else {
             None
         },
+        startup: None,
     })
 }
 

@@ -1,5 +1,8 @@
 //! Queries for VMs, their leases, per-user quota overrides, SSH keys and the audit log.
 
+use std::collections::HashMap;
+
+use passage_app::inventory::{Spread, StartupTimes};
 use passage_app::vms::{AuditEntry, AuditFilter, VmView};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -255,7 +258,9 @@ impl Store {
         let mut states = from.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         states.resize(5, String::new());
         let done = sqlx::query(
-            "UPDATE vms SET state = $1, state_reason = $2, updated_at = $3
+            "UPDATE vms SET state = $1, state_reason = $2, updated_at = $3,
+                 running_at = CASE WHEN $1 = 'running' THEN COALESCE(running_at, $3)
+                                   ELSE running_at END
              WHERE id = $4 AND state IN ($5, $6, $7, $8, $9)",
         )
         .bind(to)
@@ -270,6 +275,48 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// How long VMs took to come up, per host, over the VMs that first ran since `since`
+    /// (Unix ms). Requests placed before `placed_at` was recorded count only toward
+    /// request-to-running.
+    pub async fn startup_times(
+        &self,
+        since: i64,
+    ) -> Result<HashMap<String, StartupTimes>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.host, r.created_at, r.placed_at, v.running_at
+             FROM vms v JOIN gpu_requests r ON r.id = v.request_id
+             WHERE v.running_at IS NOT NULL AND v.running_at >= $1",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_host: HashMap<String, (Vec<f64>, Vec<f64>)> = HashMap::new();
+        for row in &rows {
+            let running: i64 = row.try_get("running_at")?;
+            let filed: i64 = row.try_get("created_at")?;
+            let placed: Option<i64> = row.try_get("placed_at")?;
+            let seconds = |from: i64| (running - from).max(0) as f64 / 1000.0;
+            let (requested, provisioned) = by_host.entry(row.try_get("host")?).or_default();
+            requested.push(seconds(filed));
+            provisioned.extend(placed.map(seconds));
+        }
+        Ok(by_host
+            .into_iter()
+            .filter_map(|(host, (requested, provisioned))| {
+                let vms = requested.len();
+                let request_to_running = Spread::of(requested)?;
+                Some((
+                    host,
+                    StartupTimes {
+                        vms,
+                        request_to_running,
+                        placed_to_running: Spread::of(provisioned),
+                    },
+                ))
+            })
+            .collect())
     }
 
     /// One VM's record.
