@@ -120,6 +120,9 @@ fn confine_job(
             .with_context(|| format!("cannot create {}", own.display()))?;
         std::os::unix::fs::chown(&own, Some(user.uid), Some(user.gid))
             .with_context(|| format!("cannot hand {} to {}", own.display(), user.name))?;
+        // Its compiled plugins are code later jobs run: nobody else looks in.
+        std::fs::set_permissions(&own, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .with_context(|| format!("cannot close {} to others", own.display()))?;
         cache = Some(own);
         confine::drop_to_user(&user)?;
     }

@@ -336,6 +336,15 @@ fn a_confined_job_keeps_its_compiled_plugin_and_the_next_job_maps_it() {
     let params = ["-p", "launches=1", "-p", "repetitions=1"];
     run_fake(&plugin, &params, cache.path()).unwrap();
     let first = compiled_entry(cache.path(), &sha256).expect("the compiled plugin is kept");
+    let dir = first.0.parent().unwrap();
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir).unwrap().permissions());
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "{} is open to others: {mode:o}",
+        dir.display()
+    );
     let result = run_fake(&plugin, &params, cache.path()).unwrap();
     assert_eq!(result["plugin"], "launch-rate");
     assert_eq!(
