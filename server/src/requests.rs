@@ -102,8 +102,12 @@ pub async fn choices(store: &Store) -> Result<Choices, StoreError> {
         .iter()
         .filter(|i| i.gpu_driver_included)
         .map(|i| i.name.clone())
+        .collect::<std::collections::BTreeSet<String>>()
+        .into_iter()
         .collect();
-    let images = all.into_iter().map(|i| i.name).collect();
+    // An image with copies on several hosts is one choice.
+    let mut images: Vec<String> = all.into_iter().map(|i| i.name).collect();
+    images.dedup();
     Ok(Choices {
         models,
         images,

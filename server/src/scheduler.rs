@@ -196,17 +196,14 @@ async fn claim_or_wait(
         .map(|h| (h.name.clone(), h.driver.clone()))
         .collect();
     let usable = |gpu: &FreeGpu| {
-        needs
-            .image_host
-            .as_ref()
-            .is_none_or(|image_host| *image_host == gpu.host)
+        needs.image_hosts.contains(&gpu.host)
             && runs(
                 drivers.get(&gpu.host).and_then(|d| d.as_deref()),
                 &needs.hypervisor,
             )
             && choice.host.as_ref().is_none_or(|h| *h == gpu.host)
     };
-    if needs.image_host.is_none() {
+    if needs.image_hosts.is_empty() {
         let reason = "waiting: the request's image is no longer registered".to_string();
         return Err(waiting(store, request_id, reason).await?);
     }
@@ -264,15 +261,17 @@ fn no_fit_reason(
     if let Some(host) = &choice.host {
         return format!("{wanted}: the chosen host {host} has {} free", on(host));
     }
-    if let Some(image_host) = &needs.image_host {
-        let elsewhere = all_free.len() - on(image_host);
-        if elsewhere > 0 {
-            return format!(
-                "{wanted}: its image is only on host {image_host}, which has {} free \
-                 ({elsewhere} free on other hosts)",
-                on(image_host)
-            );
-        }
+    let with_image: usize = needs.image_hosts.iter().map(|h| on(h)).sum();
+    let elsewhere = all_free.len() - with_image;
+    if elsewhere > 0 {
+        let holders = match needs.image_hosts.as_slice() {
+            [one] => format!("only on host {one}, which has"),
+            many => format!("only on hosts {}, which have", many.join(", ")),
+        };
+        return format!(
+            "{wanted}: its image is {holders} {with_image} free ({elsewhere} free on other \
+             hosts)"
+        );
     }
     let other_hypervisor = all_free
         .iter()

@@ -20,8 +20,8 @@ pub struct RequestNeeds {
     pub state: String,
     /// `kvm` or `xen`.
     pub hypervisor: String,
-    /// The host holding the request's base image, if the image is registered.
-    pub image_host: Option<String>,
+    /// The hosts holding a copy of the request's base image, by name (none: not registered).
+    pub image_hosts: Vec<String>,
 }
 
 impl RequestNeeds {
@@ -127,24 +127,32 @@ impl Store {
 
     /// Who filed a request, what it asks for, and its state.
     pub async fn request_needs(&self, request_id: i64) -> Result<Option<RequestNeeds>, StoreError> {
-        let row = sqlx::query(
-            "SELECT r.user_id, r.gpu_model, r.gpu_count, r.state, r.hypervisor, i.host AS image_host
-             FROM gpu_requests r LEFT JOIN images i ON i.name = r.image WHERE r.id = $1",
+        let Some(r) = sqlx::query(
+            "SELECT r.user_id, r.gpu_model, r.gpu_count, r.state, r.hypervisor, r.image
+             FROM gpu_requests r WHERE r.id = $1",
         )
         .bind(request_id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(RequestNeeds {
-                user_id: r.try_get("user_id")?,
-                gpu_model: r.try_get("gpu_model")?,
-                gpu_count: r.try_get("gpu_count")?,
-                state: r.try_get("state")?,
-                hypervisor: r.try_get("hypervisor")?,
-                image_host: r.try_get("image_host")?,
-            })
-        })
-        .transpose()
+        .await?
+        else {
+            return Ok(None);
+        };
+        let image: String = r.try_get("image")?;
+        let image_hosts = sqlx::query("SELECT host FROM images WHERE name = $1 ORDER BY host")
+            .bind(&image)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| row.try_get("host"))
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(Some(RequestNeeds {
+            user_id: r.try_get("user_id")?,
+            gpu_model: r.try_get("gpu_model")?,
+            gpu_count: r.try_get("gpu_count")?,
+            state: r.try_get("state")?,
+            hypervisor: r.try_get("hypervisor")?,
+            image_hosts,
+        }))
     }
 
     /// GPUs of `model` that are present on a reachable host, assignable, and not held in any of
@@ -409,7 +417,8 @@ pub struct Image {
 }
 
 impl Store {
-    /// Registers an image; a taken name is a unique violation.
+    /// Registers an image's copy on its host; a name with a copy on that host already is a
+    /// unique violation.
     pub async fn register_image(&self, image: &Image) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO images (name, host, pool, volume, path, capacity_bytes, kernel, initrd,
@@ -432,12 +441,12 @@ impl Store {
         Ok(())
     }
 
-    /// Every image, by name.
+    /// Every image's copies, by name and host.
     pub async fn images(&self) -> Result<Vec<Image>, StoreError> {
         let rows = sqlx::query(
             "SELECT name, host, pool, volume, path, capacity_bytes, kernel, initrd, cmdline,
                     gpu_driver_included
-             FROM images ORDER BY name",
+             FROM images ORDER BY name, host",
         )
         .fetch_all(&self.pool)
         .await?;

@@ -166,11 +166,19 @@ impl Store {
             return Ok(None);
         };
         let image_name: String = r.try_get("image")?;
-        let image = self
+        let host: Option<String> = r.try_get("host")?;
+        // The copy on the request's host; else any copy, which provisioning refuses by name.
+        let copies: Vec<Image> = self
             .images()
             .await?
             .into_iter()
-            .find(|i| i.name == image_name);
+            .filter(|i| i.name == image_name)
+            .collect();
+        let image = copies
+            .iter()
+            .find(|i| Some(&i.host) == host.as_ref())
+            .or(copies.first())
+            .cloned();
         let functions =
             sqlx::query("SELECT address FROM gpu_claims WHERE request_id = $1 ORDER BY address")
                 .bind(request_id)
@@ -190,7 +198,7 @@ impl Store {
             disk_gib: r.try_get("disk_gib")?,
             hypervisor: r.try_get("hypervisor")?,
             lease_hours: r.try_get("lease_hours")?,
-            host: r.try_get("host")?,
+            host,
             numa_node: r.try_get("numa_node")?,
             image,
             functions,
@@ -763,7 +771,7 @@ impl Store {
     pub async fn vm_gpu_driver_included(&self, id: i64) -> Result<bool, StoreError> {
         let row = sqlx::query(
             "SELECT i.gpu_driver_included FROM vms v JOIN gpu_requests r ON r.id = v.request_id
-                 JOIN images i ON i.name = r.image
+                 JOIN images i ON i.name = r.image AND i.host = v.host
              WHERE v.id = $1",
         )
         .bind(id)

@@ -371,7 +371,9 @@ impl NewImage {
     }
 }
 
-/// Registers a base image: a volume that exists in a storage pool of a host (admins).
+/// Registers a base image's copy on a host: a volume that exists in a storage pool of that host
+/// (admins). The same name may have a copy on each host; requests for it are placed on hosts
+/// that hold one.
 #[utoipa::path(post, path = "/api/v1/images", tag = "admin", request_body = NewImage,
     responses((status = 201, body = Image), (status = 403), (status = 409), (status = 422), (status = 502)))]
 pub(crate) async fn register_image(
@@ -431,7 +433,10 @@ pub(crate) async fn register_image(
         Err(e) if is_unique_violation(&e) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                format!("an image named {:?} exists", image.name),
+                format!(
+                    "image {:?} has a copy on host {} already",
+                    image.name, image.host
+                ),
             ));
         }
         other => other?,
@@ -450,6 +455,10 @@ pub(crate) async fn register_image(
                 .map(|kernel| format!("boots kernel {kernel}")),
         })
         .await?;
+    // A new copy may be what a waiting request needs.
+    if let Err(e) = state.vms.place_waiting().await {
+        tracing::warn!(error = %e, "placing waiting requests failed");
+    }
     Ok((StatusCode::CREATED, Json(image)).into_response())
 }
 
