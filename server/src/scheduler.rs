@@ -163,6 +163,7 @@ pub async fn place_with(
     choice: &Choice,
     max_gpus: Option<i64>,
 ) -> Result<Placement, PlaceError> {
+    let _turn = store.placement_turn().await;
     let began = std::time::Instant::now();
     let placement = claim_or_wait(store, request_id, choice, max_gpus).await;
     crate::metrics::placed_in(began.elapsed());

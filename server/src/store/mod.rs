@@ -138,6 +138,8 @@ struct Memory {
     /// Free GPUs by model, as placement reads them.
     free: cache::Snapshot<Vec<claims::FreeGpu>, String>,
     credentials: cache::Credentials,
+    /// Held by the placement under way (see [`Store::placement_turn`]).
+    placing: tokio::sync::Mutex<()>,
 }
 
 /// Takes the user's row for the rest of the transaction (PostgreSQL locks it; SQLite takes its
@@ -393,6 +395,14 @@ impl Store {
             })
             .await?;
         Ok(Some(versions))
+    }
+
+    /// Waits for this server's turn to place a request. Placements read the same free list
+    /// and choose alike, so side by side they would pick the same GPUs and all but one would
+    /// lose its claim and start again; one at a time, each claims at the first attempt. Claims
+    /// stay guarded by the database against other servers.
+    pub async fn placement_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.memory.placing.lock().await
     }
 
     /// Every configured host, by name.
