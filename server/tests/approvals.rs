@@ -8,9 +8,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use passage_app::requests::RequestForm;
 use passage_server::scheduler::{self, PlaceError};
-use passage_server::store::{Image, Store};
+use passage_server::store::Store;
 
 const HOSTS: usize = 125;
 const APPROVALS: usize = 1000;
@@ -29,35 +28,14 @@ async fn a_thousand_concurrent_approvals_on_two_replicas_claim_each_gpu_once() {
             one.record_inventory(name, &inventory, &gpus, &[])
                 .await
                 .unwrap();
-            one.register_image(&Image {
-                name: "debian-12".into(),
-                host: name.clone(),
-                pool: "images".into(),
-                volume: "debian-12-generic-amd64.qcow2".into(),
-                path: "/var/lib/libvirt/images/debian-12-generic-amd64.qcow2".into(),
-                capacity_bytes: 2 << 30,
-                kernel: None,
-                initrd: None,
-                cmdline: None,
-                gpu_driver_included: false,
-            })
-            .await
-            .unwrap();
+            one.register_image(&common::debian_image_on(name))
+                .await
+                .unwrap();
         }
         let free = one.free_gpus("H100 PCIe").await.unwrap().len();
         assert_eq!(free, HOSTS * 4, "500 free H100s");
         let user = one.create_user("ada", "not a hash", false).await.unwrap();
-        let form = RequestForm {
-            gpu_model: "H100 PCIe".into(),
-            gpu_count: 1,
-            vcpus: 4,
-            memory_mib: 8192,
-            disk_gib: 20,
-            image: "debian-12".into(),
-            hypervisor: "kvm".into(),
-            lease_hours: 1,
-            reason: "a crowd".into(),
-        };
+        let form = common::h100_form(1);
         let mut requests = Vec::with_capacity(APPROVALS);
         for _ in 0..APPROVALS {
             requests.push(one.create_request(user.id, &form).await.unwrap());

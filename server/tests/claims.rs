@@ -35,18 +35,7 @@ async fn prepared(url: &str) -> (Store, i64) {
         .await
         .unwrap();
     store
-        .register_image(&passage_server::store::Image {
-            name: "debian-12".into(),
-            host: "sim".into(),
-            pool: "images".into(),
-            volume: "debian-12-generic-amd64.qcow2".into(),
-            path: "/var/lib/passage/images/debian-12-generic-amd64.qcow2".into(),
-            capacity_bytes: 3 << 30,
-            kernel: None,
-            initrd: None,
-            cmdline: None,
-            gpu_driver_included: false,
-        })
+        .register_image(&common::debian_image_on("sim"))
         .await
         .unwrap();
     let user = store

@@ -222,20 +222,7 @@ async fn another_servers_changes_are_seen_at_once() {
             );
         }
         let request = there
-            .create_request(
-                ada.id,
-                &passage_app::requests::RequestForm {
-                    gpu_model: "H100 PCIe".into(),
-                    gpu_count: 1,
-                    vcpus: 4,
-                    memory_mib: 8192,
-                    disk_gib: 20,
-                    image: "debian-12".into(),
-                    hypervisor: "kvm".into(),
-                    lease_hours: 4,
-                    reason: "a change seen elsewhere".into(),
-                },
-            )
+            .create_request(ada.id, &common::h100_form(1))
             .await
             .unwrap();
         there.claim(request, &free[..1]).await.unwrap();

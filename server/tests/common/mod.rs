@@ -378,3 +378,34 @@ pub async fn file_h100_request(client: &reqwest::Client, base: &str, count: i64)
     assert_eq!(status, 201, "{filed}");
     filed["id"].as_i64().unwrap()
 }
+
+/// The simulated host's base image as a copy on `host`, for tests that record it directly.
+pub fn debian_image_on(host: &str) -> passage_server::store::Image {
+    passage_server::store::Image {
+        name: "debian-12".into(),
+        host: host.into(),
+        pool: "images".into(),
+        volume: "debian-12-generic-amd64.qcow2".into(),
+        path: "/var/lib/passage/images/debian-12-generic-amd64.qcow2".into(),
+        capacity_bytes: 3 << 30,
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+        gpu_driver_included: false,
+    }
+}
+
+/// A request for `count` H100 PCIe GPUs on `debian-12`, for tests that file it directly.
+pub fn h100_form(count: i64) -> passage_app::requests::RequestForm {
+    passage_app::requests::RequestForm {
+        gpu_model: "H100 PCIe".into(),
+        gpu_count: count,
+        vcpus: 4,
+        memory_mib: 8192,
+        disk_gib: 20,
+        image: "debian-12".into(),
+        hypervisor: "kvm".into(),
+        lease_hours: 1,
+        reason: "a test".into(),
+    }
+}
