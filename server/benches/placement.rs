@@ -102,19 +102,19 @@ async fn main() {
         free_count = free.len();
 
         let began = Instant::now();
-        let picked = choose(&free, 1).expect("a fit for 1");
+        let picked = choose(free.iter(), 1).expect("a fit for 1");
         one.push(began.elapsed());
         assert_eq!(picked.len(), 1);
         whole.push(read_at.elapsed() + read[read.len() - 1]);
 
         let began = Instant::now();
-        let picked = choose(&free, 2).expect("a fit for 2");
+        let picked = choose(free.iter(), 2).expect("a fit for 2");
         two.push(began.elapsed());
         assert_eq!(picked.len(), 2);
 
         let began = Instant::now();
         let kept = store.free_gpus("H100 PCIe").await.expect("free GPUs");
-        let picked = choose(&kept, 1).expect("a fit for 1");
+        let picked = choose(kept.iter(), 1).expect("a fit for 1");
         unchanged.push(began.elapsed());
         assert_eq!(picked.len(), 1);
     }

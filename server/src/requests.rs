@@ -98,14 +98,13 @@ pub async fn choices(store: &Store) -> Result<Choices, StoreError> {
     models.sort();
     models.dedup();
     let all = store.images().await?;
-    let images_with_driver = all
+    let mut images_with_driver = all
         .iter()
         .filter(|i| i.gpu_driver_included)
         .map(|i| i.name.clone())
-        .collect::<std::collections::BTreeSet<String>>()
-        .into_iter()
-        .collect();
-    // An image with copies on several hosts is one choice.
+        .collect::<Vec<String>>();
+    // An image with copies on several hosts is one choice (copies come by name, then host).
+    images_with_driver.dedup();
     let mut images: Vec<String> = all.into_iter().map(|i| i.name).collect();
     images.dedup();
     Ok(Choices {

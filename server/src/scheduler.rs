@@ -53,13 +53,16 @@ pub enum PlaceError {
 /// the host with the fewest free GPUs that still fits. Within that, GPUs behind one PCIe switch
 /// (the same root port) go together, again the fullest switch that fits; a single GPU comes
 /// from the least shared place, which keeps switch pairs whole for the requests that want them.
-pub fn choose(free: &[FreeGpu], count: usize) -> Option<Vec<&FreeGpu>> {
+pub fn choose<'a>(
+    free: impl IntoIterator<Item = &'a FreeGpu>,
+    count: usize,
+) -> Option<Vec<&'a FreeGpu>> {
     if count == 0 {
         return None;
     }
     // By host, keeping each host's GPUs in the order given. Lists come sorted by host already,
     // and then this sort is a single pass.
-    let mut sorted: Vec<&FreeGpu> = free.iter().collect();
+    let mut sorted: Vec<&FreeGpu> = free.into_iter().collect();
     sorted.sort_by(|a, b| a.host.cmp(&b.host));
     // The smallest group that fits; among equals, the first host (by name), then the lowest
     // node: (size, host's position, node).
@@ -210,12 +213,13 @@ async fn claim_or_wait(
     }
     for _ in 0..ATTEMPTS {
         let all_free = store.free_gpus(&model).await?;
-        let free: Vec<FreeGpu> = all_free.iter().filter(|g| usable(g)).cloned().collect();
+        let free: Vec<&FreeGpu> = all_free.iter().filter(|g| usable(g)).collect();
         if !choice.gpus.is_empty() {
             let picked: Vec<FreeGpu> = choice
                 .gpus
                 .iter()
-                .filter_map(|address| free.iter().find(|g| &g.address == address).cloned())
+                .filter_map(|address| free.iter().find(|g| &g.address == address))
+                .map(|g| (*g).clone())
                 .collect();
             let one_host = picked.iter().all(|g| g.host == picked[0].host);
             if picked.len() != count || !one_host {
@@ -232,7 +236,7 @@ async fn claim_or_wait(
                 )),
             };
         }
-        let Some(picked) = choose(&free, count) else {
+        let Some(picked) = choose(free.iter().copied(), count) else {
             let reason = no_fit_reason(&needs, choice, &all_free, &free, &drivers);
             return Err(waiting(store, request_id, reason).await?);
         };
@@ -253,7 +257,7 @@ fn no_fit_reason(
     needs: &crate::store::RequestNeeds,
     choice: &Choice,
     all_free: &[FreeGpu],
-    usable: &[FreeGpu],
+    usable: &[&FreeGpu],
     drivers: &BTreeMap<String, Option<String>>,
 ) -> String {
     let (count, model) = (needs.gpu_count, &needs.gpu_model);
